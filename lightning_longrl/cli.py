@@ -1,0 +1,122 @@
+"""The ``lightning-longrl`` command.
+
+``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI subcommands driven by YAML
+configs (``class_path``/``init_args``); ``synth`` writes synthetic long-video data and
+``tiny-model`` writes a tiny random Qwen-VL checkpoint for experiments and tests.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+USAGE = """\
+usage: lightning-longrl <command> [options]
+
+Training and evaluation (LightningCLI; `lightning-longrl <command> --help` for options):
+  fit          train a stage (SFT or GRPO) from a YAML config:  fit --config configs/demo/sft.yaml
+  validate     run the validation loop of a config/checkpoint
+  test         run the test loop (generation + accuracy)
+  predict      write predictions for a record file
+
+Data and models:
+  synth        write synthetic long videos with reasoning questions (train/val/test JSONL)
+  tiny-model   write a tiny random Qwen-VL checkpoint (tokenizer and processor included)
+"""
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _quiet_environment() -> None:
+    # Tokenizers' fork warning is noise once DataLoader workers fork; keep its threads off instead.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_lightning(args: Sequence[str] | None) -> None:
+    """LightningCLI on ``args`` (``None``: the process's own command line)."""
+    import lightning as L
+    from lightning.pytorch.cli import LightningCLI
+
+    class LongRLCLI(LightningCLI):
+        def after_fit(self) -> None:
+            report_run(self.trainer)
+
+    LongRLCLI(
+        L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
+        args=None if args is None else list(args),
+    )
+
+
+def report_run(trainer) -> None:
+    """Print where the run's TensorBoard logs, checkpoints and exports went."""
+    from lightning_longrl.callbacks import HFExport
+
+    if not trainer.is_global_zero:
+        return
+    lines = []
+    if trainer.logger is not None and trainer.logger.log_dir:
+        lines.append(f"TensorBoard logs : {trainer.logger.log_dir}")
+        lines.append(f"  view with      : tensorboard --logdir {trainer.logger.save_dir}")
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.dirpath:
+        last = checkpoint.last_model_path or checkpoint.best_model_path
+        lines.append(f"Checkpoints      : {checkpoint.dirpath}" + (f" (latest: {os.path.basename(last)})" if last else ""))
+    for callback in trainer.callbacks:
+        if isinstance(callback, HFExport) and callback.exported is not None:
+            lines.append(f"Hugging Face     : {callback.exported}")
+    if lines:
+        print("\n".join(["", "Run finished.", *lines]), flush=True)
+
+
+def run_synth(args: Sequence[str]) -> None:
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from lightning_longrl.synth.dataset import SynthConfig, generate_dataset
+
+    parser = ArgumentParser(prog="lightning-longrl synth", description="Write a synthetic long-video reasoning dataset.")
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_class_arguments(SynthConfig)
+    cfg = parser.parse_args(list(args))
+    cfg.pop("config", None)
+    config = SynthConfig(**cfg.as_dict())
+    manifest = generate_dataset(config)
+    counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
+    print(f"synthetic dataset in {config.out_dir}: {counts}")
+
+
+def run_tiny_model(args: Sequence[str]) -> None:
+    from jsonargparse import ArgumentParser
+
+    from lightning_longrl.models.tiny import TinyModelSpec, create_tiny_checkpoint
+
+    parser = ArgumentParser(prog="lightning-longrl tiny-model", description="Write a tiny random Qwen-VL checkpoint.")
+    parser.add_argument("--out", type=str, required=True, help="output folder")
+    parser.add_argument("--overwrite", type=bool, default=False, help="rebuild even if the folder holds the same spec")
+    parser.add_class_arguments(TinyModelSpec, "spec")
+    cfg = parser.parse_args(list(args))
+    path = create_tiny_checkpoint(cfg.out, TinyModelSpec(**cfg.spec.as_dict()), overwrite=cfg.overwrite)
+    print(f"tiny {cfg.spec.arch} checkpoint in {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    _quiet_environment()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, rest = args[0], args[1:]
+    if command in LIGHTNING_SUBCOMMANDS:
+        run_lightning(None if argv is None else args)
+    elif command == "synth":
+        run_synth(rest)
+    elif command == "tiny-model":
+        run_tiny_model(rest)
+    else:
+        print(f"lightning-longrl: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

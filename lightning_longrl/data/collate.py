@@ -1,0 +1,180 @@
+"""Turn decoded samples into model batches with the model's own processor and chat template.
+
+The processor expands each ``<|video_pad|>`` placeholder to the exact number of video tokens (and,
+for Qwen3-VL, writes each temporal patch's timestamp into the text); M-RoPE timing is taken from
+the frames' real timestamps, not from a nominal frame rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_longrl.data import prompts
+from lightning_longrl.data.dataset import SkippedSample, VideoSample
+from lightning_longrl.data.records import VideoQARecord
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class VideoBatch:
+    """A batch of B questions with their videos, ready for :class:`VideoLanguageModel`."""
+
+    input_ids: Tensor  # [B, L]
+    attention_mask: Tensor  # [B, L]
+    mm_token_type_ids: Tensor  # [B, L] 0 text, 2 video
+    pixel_values_videos: Tensor  # [P, C*T*p*p] flattened patches of all videos
+    video_grid_thw: Tensor  # [B, 3]
+    second_per_grid_ts: Tensor  # [B] seconds spanned by one temporal patch (from real timestamps)
+    labels: Tensor | None  # [B, L] target ids with IGNORE_INDEX outside the response (SFT), else None
+    records: list[VideoQARecord]
+    timestamps: list[Tensor]  # B x [F] seconds of the sampled frames
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (record id, reason) dropped from this batch
+    skipped_total: int = 0  # running count of skipped videos, set by the data module
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_frames(self) -> list[int]:
+        return [len(t) for t in self.timestamps]
+
+    def to(self, device: torch.device | str) -> VideoBatch:
+        """Move every tensor (Lightning calls this through ``transfer_batch_to_device``)."""
+        moved = {
+            name: getattr(self, name).to(device)
+            for name in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos",
+                         "video_grid_thw", "second_per_grid_ts")
+        }
+        labels = self.labels.to(device) if self.labels is not None else None
+        return replace(self, labels=labels, **moved)
+
+
+def timing_metadata(timestamps: np.ndarray, height: int, width: int):
+    """A ``transformers`` ``VideoMetadata`` whose derived timing equals the real timestamps.
+
+    Hugging Face processors derive time from ``frames_indices / fps`` (Qwen3-VL timestamps) and
+    ``len(frames_indices) / total_num_frames * fps`` (Qwen2.5-VL seconds per temporal patch). A
+    1 kHz timeline with one index per sampled frame makes both exact to the millisecond, also for
+    clips cut from the middle of a file, where the source frame rate would give wrong values.
+    """
+    from transformers.video_utils import VideoMetadata
+
+    ms = np.round(np.asarray(timestamps, dtype=np.float64) * 1000.0).astype(np.int64)
+    interval = frame_interval(timestamps)
+    return VideoMetadata(
+        total_num_frames=max(1, int(round(len(ms) * interval * 1000.0))), fps=1000.0, width=width, height=height,
+        duration=float(len(ms) * interval), frames_indices=ms.tolist(),
+    )
+
+
+def frame_interval(timestamps: np.ndarray) -> float:
+    """Mean spacing of sampled frames in seconds (1.0 for a single frame)."""
+    if len(timestamps) < 2:
+        return 1.0
+    return max(float(timestamps[-1] - timestamps[0]) / (len(timestamps) - 1), 1e-3)
+
+
+class VideoQACollator:
+    """Collate :class:`VideoSample` items into a :class:`VideoBatch`.
+
+    Args:
+        processor: the model's Hugging Face processor (tokenizer, video processor, chat template).
+        mode: ``"sft"`` appends the reasoning+answer target and right-pads; ``"prompt"`` builds
+            left-padded prompts for generation.
+        think: ask for ``<think>`` reasoning (else a direct answer).
+        include_subtitles: put record subtitles into the prompt as text.
+        max_length: samples longer than this many tokens are dropped and reported as skipped.
+    """
+
+    def __init__(
+        self,
+        processor,
+        mode: Literal["sft", "prompt"] = "sft",
+        think: bool = True,
+        include_subtitles: bool = True,
+        max_length: int | None = None,
+    ) -> None:
+        if mode not in ("sft", "prompt"):
+            raise ValueError(f"mode must be 'sft' or 'prompt', got {mode!r}")
+        self.processor = processor
+        self.mode = mode
+        self.think = think
+        self.include_subtitles = include_subtitles
+        self.max_length = max_length
+        self.temporal_patch_size = processor.video_processor.temporal_patch_size
+
+    def prompt_text(self, record: VideoQARecord) -> str:
+        messages = prompts.build_messages(record, self.think, self.include_subtitles)
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _encode(self, sample: VideoSample) -> dict:
+        frames = sample.frames
+        meta = timing_metadata(sample.timestamps, frames.shape[1], frames.shape[2])
+        out = self.processor(
+            text=[self.prompt_text(sample.record)], videos=[frames], video_metadata=[meta], return_tensors="pt",
+            do_resize=False, do_sample_frames=False, cap_pixels_per_frame=False,
+        )
+        ids = out["input_ids"][0]
+        types = out["mm_token_type_ids"][0]
+        labels = None
+        if self.mode == "sft":
+            target = prompts.format_response(sample.record, self.think) + self.processor.tokenizer.eos_token
+            response = torch.tensor(self.processor.tokenizer(target, add_special_tokens=False)["input_ids"], dtype=ids.dtype)
+            labels = torch.cat([torch.full_like(ids, IGNORE_INDEX), response])
+            ids = torch.cat([ids, response])
+            types = torch.cat([types, torch.zeros_like(response, dtype=types.dtype)])
+        return {
+            "ids": ids, "types": types, "labels": labels,
+            "pixels": out["pixel_values_videos"], "grid": out["video_grid_thw"][0],
+            "spg": self.temporal_patch_size * frame_interval(sample.timestamps),
+        }
+
+    def __call__(self, items: list[VideoSample | SkippedSample]) -> VideoBatch:
+        skipped = [(s.record.id, s.reason) for s in items if isinstance(s, SkippedSample)]
+        samples, encoded = [], []
+        for sample in items:
+            if isinstance(sample, SkippedSample):
+                continue
+            enc = self._encode(sample)
+            if self.max_length is not None and len(enc["ids"]) > self.max_length:
+                skipped.append((sample.record.id, f"{len(enc['ids'])} tokens exceed max_length={self.max_length}"))
+                continue
+            samples.append(sample)
+            encoded.append(enc)
+        return self._stack(samples, encoded, skipped)
+
+    def _stack(self, samples: list[VideoSample], encoded: list[dict], skipped: list[tuple[str, str]]) -> VideoBatch:
+        pad_id = self.processor.tokenizer.pad_token_id
+        length = max((len(e["ids"]) for e in encoded), default=0)
+        batch = len(encoded)
+        input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, length), dtype=torch.long)
+        types = torch.zeros((batch, length), dtype=torch.int32)
+        labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long) if self.mode == "sft" else None
+        for row, enc in enumerate(encoded):
+            n = len(enc["ids"])
+            span = slice(length - n, length) if self.mode == "prompt" else slice(0, n)  # left-pad prompts
+            input_ids[row, span] = enc["ids"]
+            attention[row, span] = 1
+            types[row, span] = enc["types"]
+            if labels is not None:
+                labels[row, span] = enc["labels"]
+        empty_pixels = torch.zeros((0, 1))
+        return VideoBatch(
+            input_ids=input_ids,
+            attention_mask=attention,
+            mm_token_type_ids=types,
+            pixel_values_videos=torch.cat([e["pixels"] for e in encoded]) if encoded else empty_pixels,
+            video_grid_thw=torch.stack([e["grid"] for e in encoded]) if encoded else torch.zeros((0, 3), dtype=torch.long),
+            second_per_grid_ts=torch.tensor([e["spg"] for e in encoded], dtype=torch.float32),
+            labels=labels,
+            records=[s.record for s in samples],
+            timestamps=[torch.from_numpy(np.asarray(s.timestamps, dtype=np.float64)) for s in samples],
+            skipped=skipped,
+        )

@@ -1,0 +1,118 @@
+"""The text around a video question: chat messages for the prompt and the SFT target.
+
+One place decides what the model is asked and how a reasoning answer looks, so SFT targets,
+GRPO rollouts and evaluation all use the same words.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+from lightning_longrl.data.records import OPTION_LETTERS, VideoQARecord
+
+SYSTEM_PROMPT = "You are a helpful assistant who watches long videos carefully and reasons about them."
+
+THINK_INSTRUCTION = (
+    "Think about the question by checking the video, then give the answer. Write the reasoning "
+    "inside <think> </think> and the final answer inside <answer> </answer>."
+)
+DIRECT_INSTRUCTION = "Give only the final answer inside <answer> </answer>."
+LETTER_INSTRUCTION = " For a multiple-choice question, the answer is the option's letter."
+
+
+def format_subtitles(record: VideoQARecord) -> str:
+    """Subtitles inside the record's clip as ``[12.0s-15.5s] text`` lines (empty string when none)."""
+    lines = []
+    for sub in record.subtitles:
+        if record.end is not None and sub.start >= record.end:
+            continue
+        if record.start is not None and sub.end <= record.start:
+            continue
+        span = "" if sub.end == float("inf") else f"[{sub.start:.1f}s-{sub.end:.1f}s] "
+        lines.append(span + sub.text)
+    return "\n".join(lines)
+
+
+def format_question(record: VideoQARecord, think: bool = True, include_subtitles: bool = True) -> str:
+    """The user turn's text: subtitles (optional), question, lettered options, instruction."""
+    parts = []
+    subtitles = format_subtitles(record) if include_subtitles else ""
+    if subtitles:
+        parts.append("Subtitles of the video:\n" + subtitles)
+    parts.append("Question: " + record.question)
+    if record.options:
+        parts.append("Options:\n" + "\n".join(f"{OPTION_LETTERS[i]}. {o}" for i, o in enumerate(record.options)))
+    instruction = THINK_INSTRUCTION if think else DIRECT_INSTRUCTION
+    if record.options:
+        instruction += LETTER_INSTRUCTION
+    parts.append(instruction)
+    return "\n".join(parts)
+
+
+def format_response(record: VideoQARecord, think: bool = True) -> str:
+    """The assistant's target text, ``<think>...</think><answer>...</answer>``.
+
+    Raises:
+        ValueError: ``think`` is set but the record has no reasoning.
+    """
+    if not think:
+        return f"<answer>{record.answer}</answer>"
+    if not record.reasoning:
+        raise ValueError(f"record {record.id!r} has no 'reasoning', which chain-of-thought SFT needs")
+    return f"<think>{record.reasoning}</think><answer>{record.answer}</answer>"
+
+
+def build_messages(record: VideoQARecord, think: bool = True, include_subtitles: bool = True) -> list[dict[str, Any]]:
+    """Chat messages for the prompt (system + user with one video), for ``processor.apply_chat_template``."""
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "video"},
+                {"type": "text", "text": format_question(record, think, include_subtitles)},
+            ],
+        },
+    ]
+
+
+class ParsedResponse(NamedTuple):
+    """A model response split into its parts."""
+
+    reasoning: str | None  # text inside the single <think> block
+    answer: str | None  # text inside the single <answer> block, stripped
+    well_formed: bool  # exactly one <think>...</think> then exactly one <answer>...</answer>, nothing else
+
+
+_WELL_FORMED = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def parse_response(text: str) -> ParsedResponse:
+    """Split ``<think>...</think><answer>...</answer>``; anything else is not well formed.
+
+    A response with several answer tags, an unclosed think block, text outside the tags or an
+    empty answer is not well formed; its answer is still extracted when exactly one non-empty
+    ``<answer>`` block exists (so callers can tell a format slip from a wrong answer).
+    """
+    counts = [text.count(tag) for tag in _TAGS]
+    match = _WELL_FORMED.fullmatch(text)
+    if match and counts == [1, 1, 1, 1] and match.group("answer").strip() and match.group("think").strip():
+        return ParsedResponse(match.group("think").strip(), match.group("answer").strip(), True)
+    answers = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    answer = answers[0].strip() if len(answers) == 1 and answers[0].strip() else None
+    return ParsedResponse(None, answer, False)
+
+
+_CHOICE = re.compile(r"^\(?([A-Z])\)?(?:[\.\):]|\s|$)")
+
+
+def normalize_choice(answer: str | None, num_options: int) -> str | None:
+    """The option letter an answer names (``"B"``, ``"(b)"``, ``"B. top left"`` -> ``"B"``), else ``None``."""
+    if answer is None:
+        return None
+    match = _CHOICE.match(answer.strip().upper())
+    if match and match.group(1) in OPTION_LETTERS[:num_options]:
+        return match.group(1)
+    return None

@@ -1,0 +1,282 @@
+"""Frame sampling from video files.
+
+Frames are chosen by *time*: the sampler turns the request (a frame count, or a rate with a cap)
+into target timestamps inside the clip, and each target takes the frame on screen at that moment
+according to the container's presentation timestamps. A frame count in the header is never
+trusted for timing. decord is the primary reader; when it cannot open or decode a file, PyAV
+decodes it instead. Long requests are decoded in chunks whose size is bounded in bytes, and every
+chunk is resized to the per-frame pixel budget before the next one is decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+MAX_FRAMES = 8192
+"""Upper bound on frames per video (the paper's longest setting)."""
+
+
+class VideoDecodeError(RuntimeError):
+    """The video could not be opened or decoded by any backend, or it has no frames."""
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """How to sample frames from a video. Set either ``num_frames`` or ``fps``."""
+
+    num_frames: int | None = 64
+    """Fixed number of frames, spread uniformly over the clip."""
+    fps: float | None = None
+    """Frames per second of video time, capped at ``max_frames`` (then uniform over the clip)."""
+    max_frames: int = 512
+    """Cap for ``fps`` sampling."""
+    max_pixels: int = 448 * 448
+    """Per-frame pixel budget: frames are downscaled (aspect kept) to at most this many pixels."""
+    min_pixels: int = 28 * 28
+    """Frames smaller than this are upscaled."""
+    size_multiple: int = 28
+    """Frame height and width are rounded to a multiple of this (vision patch x spatial merge)."""
+    chunk_bytes: int = 256 * 2**20
+    """Bound on decoded-but-not-yet-resized frame memory (bytes of RGB at native size)."""
+
+    def __post_init__(self) -> None:
+        if (self.num_frames is None) == (self.fps is None):
+            raise ValueError("FrameSampling: set exactly one of num_frames or fps")
+        if self.num_frames is not None and not 1 <= self.num_frames <= MAX_FRAMES:
+            raise ValueError(f"FrameSampling: num_frames must be in [1, {MAX_FRAMES}], got {self.num_frames}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"FrameSampling: fps must be > 0, got {self.fps}")
+        if not 1 <= self.max_frames <= MAX_FRAMES:
+            raise ValueError(f"FrameSampling: max_frames must be in [1, {MAX_FRAMES}], got {self.max_frames}")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError("FrameSampling: min_pixels must not exceed max_pixels")
+        if self.max_pixels < self.size_multiple**2:
+            raise ValueError(f"FrameSampling: max_pixels must be at least size_multiple**2 = {self.size_multiple**2}")
+
+
+class VideoClip(NamedTuple):
+    """Frames sampled from one video."""
+
+    frames: np.ndarray  # [F, H, W, 3] uint8, RGB
+    timestamps: np.ndarray  # [F] float64, presentation time of each frame in seconds
+    duration: float  # seconds covered by the whole file
+    source_fps: float  # average frame rate of the file
+    backend: str  # "decord" or "pyav"
+
+
+def target_times(sampling: FrameSampling, clip_start: float, clip_end: float) -> np.ndarray:
+    """Timestamps (seconds) to sample inside ``[clip_start, clip_end)``: the centres of equal bins."""
+    span = max(clip_end - clip_start, 0.0)
+    if sampling.num_frames is not None:
+        count = sampling.num_frames
+    else:
+        count = min(sampling.max_frames, max(1, math.floor(span * sampling.fps + 1e-9)))
+    return clip_start + (np.arange(count, dtype=np.float64) + 0.5) * (span / count)
+
+
+def fit_frame_size(height: int, width: int, sampling: FrameSampling) -> tuple[int, int]:
+    """Output (height, width): aspect ratio kept, sides multiples of ``size_multiple``, pixel count in budget."""
+    m = sampling.size_multiple
+    h, w = max(m, round(height / m) * m), max(m, round(width / m) * m)
+    if h * w > sampling.max_pixels:
+        beta = math.sqrt(height * width / sampling.max_pixels)
+        h, w = max(m, math.floor(height / beta / m) * m), max(m, math.floor(width / beta / m) * m)
+    elif h * w < sampling.min_pixels:
+        beta = math.sqrt(sampling.min_pixels / (height * width))
+        h, w = math.ceil(height * beta / m) * m, math.ceil(width * beta / m) * m
+    return h, w
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``[N, H, W, 3]`` uint8 frames to ``size`` (antialiased bilinear); returns uint8."""
+    if frames.shape[1:3] == size:
+        return np.ascontiguousarray(frames)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def read_video(
+    path: str | Path,
+    sampling: FrameSampling,
+    start: float | None = None,
+    end: float | None = None,
+    decode_threads: int = 1,
+) -> VideoClip:
+    """Sample frames from ``path`` between ``start`` and ``end`` seconds (whole file by default).
+
+    Args:
+        path: video file.
+        sampling: frame count or rate, pixel budget, chunking.
+        start: clip start in seconds; ``None`` for the first frame.
+        end: clip end in seconds; ``None`` for the end of the file.
+        decode_threads: decoder threads (keep low inside DataLoader workers).
+
+    Raises:
+        VideoDecodeError: neither decord nor PyAV can read a frame.
+    """
+    path = str(path)
+    errors = []
+    for backend in (_read_with_decord, _read_with_pyav):
+        try:
+            return backend(path, sampling, start, end, decode_threads)
+        except VideoDecodeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any reader failure means "try the next reader"
+            errors.append(f"{backend.__name__.removeprefix('_read_with_')}: {type(err).__name__}: {err}")
+            log.debug("reader failed on %s: %s", path, errors[-1])
+    raise VideoDecodeError(f"cannot decode video {path}: " + "; ".join(errors))
+
+
+def _clip_bounds(first: float, last_end: float, start: float | None, end: float | None, path: str) -> tuple[float, float]:
+    clip_start = first if start is None else max(start, first)
+    clip_end = last_end if end is None else min(end, last_end)
+    if clip_end <= clip_start:
+        raise VideoDecodeError(
+            f"{path}: requested clip [{start}, {end}] s lies outside the video's [{first:.3f}, {last_end:.3f}] s"
+        )
+    return clip_start, clip_end
+
+
+def _frame_starts_are_sane(starts: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(starts)) and np.all(np.diff(starts) >= 0) and (len(starts) < 2 or starts[-1] > starts[0]))
+
+
+def _chunk_len(height: int, width: int, sampling: FrameSampling) -> int:
+    return max(1, sampling.chunk_bytes // max(1, height * width * 3))
+
+
+def _read_with_decord(
+    path: str, sampling: FrameSampling, start: float | None, end: float | None, threads: int
+) -> VideoClip:
+    import decord
+
+    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
+    count = len(reader)
+    if count == 0:
+        raise RuntimeError("no frames")
+    fps = float(reader.get_avg_fps() or 0.0) or 25.0
+    spans = np.asarray(reader.get_frame_timestamp(np.arange(count)), dtype=np.float64).reshape(count, 2)
+    starts = spans[:, 0]
+    if not _frame_starts_are_sane(starts):
+        log.warning("%s: decord reports unusable frame timestamps; timing frames by the average rate %.3f fps", path, fps)
+        starts = np.arange(count, dtype=np.float64) / fps
+    frame_len = float(np.median(np.diff(starts))) if count > 1 else 1.0 / fps
+    last_end = starts[-1] + frame_len
+    clip_start, clip_end = _clip_bounds(starts[0], last_end, start, end, path)
+    targets = target_times(sampling, clip_start, clip_end)
+    indices = np.clip(np.searchsorted(starts, targets, side="right") - 1, 0, count - 1)
+
+    height, width = reader[0].shape[:2]
+    out_size = fit_frame_size(height, width, sampling)
+    unique, inverse = np.unique(indices, return_inverse=True)
+    decoded = np.empty((len(unique), *out_size, 3), dtype=np.uint8)
+    step = _chunk_len(height, width, sampling)
+    for lo in range(0, len(unique), step):
+        batch = reader.get_batch(unique[lo : lo + step].tolist()).asnumpy()
+        decoded[lo : lo + len(batch)] = resize_frames(batch, out_size)
+    return VideoClip(decoded[inverse], starts[indices], float(last_end - starts[0]), fps, "decord")
+
+
+def _read_with_pyav(
+    path: str, sampling: FrameSampling, start: float | None, end: float | None, threads: int
+) -> VideoClip:
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise RuntimeError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_count = max(1, threads)
+        fps = float(stream.average_rate or stream.guessed_rate or 25.0)
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1e6
+        first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if duration is None or not duration > 0:
+            duration = _probe_duration(path)
+        clip_start, clip_end = _clip_bounds(first, first + duration, start, end, path)
+        targets = target_times(sampling, clip_start, clip_end)
+
+        if clip_start > first + 1.0:
+            container.seek(int(clip_start / stream.time_base), stream=stream, backward=True, any_frame=False)
+        picker = _FramePicker(targets, sampling)
+        for number, frame in enumerate(container.decode(stream)):
+            t = float(frame.time) if frame.time is not None else first + number / fps
+            if picker.offer(t, frame):
+                break
+        frames, times = picker.finish()
+    return VideoClip(np.stack(frames), np.asarray(times, dtype=np.float64), float(duration), fps, "pyav")
+
+
+class _FramePicker:
+    """Streams decoded frames in presentation order and keeps, for each target time, the frame on
+    screen at that time (the last frame starting at or before it; the first frame for earlier
+    targets). Only kept frames are converted to RGB and resized."""
+
+    def __init__(self, targets: np.ndarray, sampling: FrameSampling) -> None:
+        self.targets = targets
+        self.sampling = sampling
+        self.next_target = 0
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self._held: tuple[float, object] | None = None  # (time, av.VideoFrame) of the latest frame
+        self._held_rgb: np.ndarray | None = None
+        self._size: tuple[int, int] | None = None
+
+    def _emit_held(self) -> None:
+        time, frame = self._held
+        if self._held_rgb is None:
+            rgb = frame.to_ndarray(format="rgb24")
+            if self._size is None:
+                self._size = fit_frame_size(rgb.shape[0], rgb.shape[1], self.sampling)
+            self._held_rgb = resize_frames(rgb[None], self._size)[0]
+        self.frames.append(self._held_rgb)
+        self.times.append(time)
+        self.next_target += 1
+
+    def offer(self, time: float, frame: object) -> bool:
+        """Take the next decoded frame; returns True once every target has its frame."""
+        targets = self.targets
+        while self._held is not None and self.next_target < len(targets) and targets[self.next_target] < time:
+            self._emit_held()
+        if self.next_target >= len(targets):
+            return True
+        first = self._held is None
+        self._held, self._held_rgb = (time, frame), None
+        while first and self.next_target < len(targets) and targets[self.next_target] < time:
+            self._emit_held()
+        return self.next_target >= len(targets)
+
+    def finish(self) -> tuple[list[np.ndarray], list[float]]:
+        if self._held is None:
+            raise RuntimeError("no decodable frames")
+        while self.next_target < len(self.targets):
+            self._emit_held()
+        return self.frames, self.times
+
+
+def _probe_duration(path: str) -> float:
+    """Duration by decoding the whole stream: last resort for containers without a duration."""
+    import av
+
+    last = 0.0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            if frame.time is not None:
+                last = float(frame.time)
+        rate = float(stream.average_rate or 25.0)
+    return last + 1.0 / rate

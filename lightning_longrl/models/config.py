@@ -1,0 +1,40 @@
+"""How a stage describes the model it trains (a typed config that LightningCLI exposes in YAML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lightning_longrl.models.video_lm import AttnImplementation, Dtype, VideoLanguageModel, check_checkpoint_folder
+
+
+@dataclass
+class ModelConfig:
+    """A Qwen-VL checkpoint in a local Hugging Face folder and how to train it."""
+
+    path: str
+    """Local folder with config.json, weights, tokenizer and processor (no hub downloads)."""
+    dtype: Dtype = "float32"
+    """Weight dtype on load (``bfloat16`` for real models on GPU)."""
+    attn_implementation: AttnImplementation = "auto"
+    """``auto`` uses flash-attn on GPU when installed, SDPA otherwise."""
+    freeze_vision: bool = True
+    """Keep the vision tower and merger fixed (their embeddings can then be cached)."""
+    gradient_checkpointing: bool = False
+    """Recompute decoder activations in backward to save memory on long videos."""
+
+
+def load_processor(config: ModelConfig):
+    """The checkpoint's Hugging Face processor (cheap; no weights are read)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(check_checkpoint_folder(config.path), local_files_only=True)
+
+
+def load_model(config: ModelConfig, processor=None) -> VideoLanguageModel:
+    """Load the model of ``config`` with its trainable parts set up."""
+    model = VideoLanguageModel.from_pretrained(config.path, config.dtype, config.attn_implementation, processor)
+    if config.freeze_vision:
+        model.vision_tower.requires_grad_(False)
+    if config.gradient_checkpointing:
+        model.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()  # from_pretrained returns eval mode; a training stage switches to eval where it needs

@@ -1,0 +1,358 @@
+"""One small interface over Hugging Face Qwen-VL models that the training stages use.
+
+The stages never call the Hugging Face forward with pixels. They go through four steps that can
+each be cached, sharded or replaced:
+
+1. :meth:`VideoLanguageModel.encode_video` - frames -> video embeddings (the expensive part for
+   long videos; its output is what the embedding cache stores and what vLLM is fed);
+2. :meth:`VideoLanguageModel.embed` - token ids + cached video embeddings -> language-model
+   inputs with M-RoPE position ids computed for the whole sequence;
+3. :meth:`VideoLanguageModel.token_logprobs` - per-token log-probabilities of target tokens,
+   evaluating the vocabulary projection only where targets exist;
+4. :meth:`VideoLanguageModel.generate` - sampling with a KV cache from the same inputs.
+
+Shapes use B prompts, L tokens, N video tokens, H hidden size, V videos.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from lightning_longrl.models.mrope import mrope_position_ids
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+Dtype = Literal["float32", "bfloat16", "float16"]
+AttnImplementation = Literal["auto", "sdpa", "eager", "flash_attention_2"]
+
+
+class VideoEmbeddings(NamedTuple):
+    """Output of the vision tower for a batch of videos."""
+
+    embeds: Tensor  # [N, H] merged video tokens of all videos, concatenated in batch order
+    grid_thw: Tensor  # [V, 3] (temporal, height, width) patch grid of each video
+    deepstack: tuple[Tensor, ...] = ()  # Qwen3-VL: one [N, H] tensor per deepstack layer
+
+    def split(self, merge: int) -> list[VideoEmbeddings]:
+        """One :class:`VideoEmbeddings` per video (``merge`` is the spatial merge size)."""
+        sizes = (self.grid_thw.prod(-1) // merge**2).tolist()
+        parts = self.embeds.split(sizes)
+        deep = [d.split(sizes) for d in self.deepstack]
+        return [
+            VideoEmbeddings(parts[i], self.grid_thw[i : i + 1], tuple(d[i] for d in deep)) for i in range(len(sizes))
+        ]
+
+    @staticmethod
+    def cat(items: list[VideoEmbeddings]) -> VideoEmbeddings:
+        """Concatenate per-video embeddings back into one batch."""
+        return VideoEmbeddings(
+            torch.cat([v.embeds for v in items]),
+            torch.cat([v.grid_thw for v in items]),
+            tuple(torch.cat(layer) for layer in zip(*(v.deepstack for v in items))),
+        )
+
+
+class LMInputs(NamedTuple):
+    """What the language model consumes (prompt and any response tokens already placed)."""
+
+    inputs_embeds: Tensor  # [B, L, H]
+    attention_mask: Tensor  # [B, L] 1 for real tokens, 0 for padding
+    position_ids: Tensor  # [3, B, L] M-RoPE (temporal, height, width) positions
+    visual_pos_masks: Tensor | None = None  # [B, L] video token positions (Qwen3-VL deepstack)
+    deepstack: tuple[Tensor, ...] = ()  # Qwen3-VL: [N, H] per deepstack layer
+
+
+class Generation(NamedTuple):
+    """Sampled continuations of a batch of prompts."""
+
+    tokens: Tensor  # [B, T] generated ids, padded after the end-of-sequence token
+    logprobs: Tensor  # [B, T] log-prob of each sampled token under the temperature-scaled policy
+    mask: Tensor  # [B, T] True for generated tokens up to and including end-of-sequence
+
+
+def check_checkpoint_folder(path: str | Path) -> Path:
+    """``path`` as a Path if it holds a Hugging Face ``config.json``.
+
+    Raises:
+        FileNotFoundError: with a hint on how to build a tiny checkpoint.
+    """
+    path = Path(path).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no Hugging Face checkpoint at {path} (missing config.json). Give a local folder, or build "
+            f"a tiny one with `lightning-longrl tiny-model --out {path}`"
+        )
+    return path
+
+
+def resolve_attn_implementation(requested: AttnImplementation) -> str:
+    """``"auto"`` picks flash-attn when installed and CUDA is present, otherwise SDPA."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+class VideoLanguageModel(nn.Module):
+    """A Qwen2-VL / Qwen2.5-VL / Qwen3-VL model and its processor behind one interface.
+
+    Args:
+        hf_model: a Hugging Face ``*ForConditionalGeneration`` Qwen-VL model.
+        processor: its processor (tokenizer, video processor, chat template).
+    """
+
+    def __init__(self, hf_model: nn.Module, processor) -> None:
+        super().__init__()
+        model_type = hf_model.config.model_type
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"unsupported model type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+        self.hf = hf_model
+        self.processor = processor
+        self.model_type = model_type
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: Dtype = "float32",
+        attn_implementation: AttnImplementation = "auto",
+        processor=None,
+    ) -> VideoLanguageModel:
+        """Load model and processor from a local Hugging Face folder (no hub access).
+
+        Args:
+            path: checkpoint folder.
+            dtype: weight dtype.
+            attn_implementation: attention kernel; ``auto`` picks flash-attn on GPU when installed.
+            processor: an already loaded processor of the same folder (loaded when ``None``).
+
+        Raises:
+            FileNotFoundError: ``path`` is not a folder with a ``config.json``.
+        """
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        path = check_checkpoint_folder(path)
+        if processor is None:
+            processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        hf_model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=getattr(torch, dtype), attn_implementation=resolve_attn_implementation(attn_implementation),
+            local_files_only=True,
+        )
+        return cls(hf_model, processor)
+
+    # ----------------------------------------------------------------------------------- facts
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def text_config(self):
+        return self.hf.config.text_config
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        return self.hf.model.visual
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.hf.model.language_model
+
+    @property
+    def spatial_merge_size(self) -> int:
+        return self.hf.config.vision_config.spatial_merge_size
+
+    @property
+    def frame_size_multiple(self) -> int:
+        """Frame sides must be multiples of this (patch size x spatial merge)."""
+        return self.hf.config.vision_config.patch_size * self.spatial_merge_size
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    # -------------------------------------------------------------------------------- pipeline
+    def encode_video(self, pixel_values_videos: Tensor, video_grid_thw: Tensor) -> VideoEmbeddings:
+        """Run the vision tower and merger.
+
+        Args:
+            pixel_values_videos: ``[P, C*T*p*p]`` flattened patches from the processor.
+            video_grid_thw: ``[V, 3]`` patch grid of each video.
+        """
+        out = self.hf.model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
+        embeds = torch.cat(out.pooler_output, dim=0)
+        deep = tuple(torch.cat(f, dim=0) for f in getattr(out, "deepstack_features", None) or ())
+        return VideoEmbeddings(embeds, video_grid_thw, deep)
+
+    def position_ids(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        video_grid_thw: Tensor,
+        second_per_grid_ts: Tensor | None = None,
+    ) -> Tensor:
+        """M-RoPE position ids ``[3, B, L]`` for whole sequences (see :mod:`lightning_longrl.models.mrope`).
+
+        Args:
+            input_ids: ``[B, L]``.
+            attention_mask: ``[B, L]``.
+            video_grid_thw: ``[V, 3]``.
+            second_per_grid_ts: ``[V]`` seconds per temporal patch; only Qwen2.5-VL uses it.
+        """
+        scale = None
+        if self.model_type == "qwen2_5_vl" and second_per_grid_ts is not None:
+            scale = second_per_grid_ts.double() * self.hf.config.vision_config.tokens_per_second
+        return mrope_position_ids(
+            input_ids, attention_mask, self.hf.config.video_token_id, video_grid_thw, self.spatial_merge_size,
+            temporal_scale=scale, frame_blocks=self.model_type == "qwen3_vl",
+        )
+
+    def embed(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        video: VideoEmbeddings,
+        second_per_grid_ts: Tensor | None = None,
+    ) -> LMInputs:
+        """Token embeddings with the video embeddings placed at the ``<|video_pad|>`` positions.
+
+        Args:
+            input_ids: ``[B, L]`` with as many video tokens as ``video.embeds`` has rows.
+            attention_mask: ``[B, L]``.
+            video: embeddings of the batch's videos, in batch order.
+            second_per_grid_ts: ``[V]`` seconds per temporal patch (Qwen2.5-VL M-RoPE timing).
+        """
+        embeds = self.language_model.get_input_embeddings()(input_ids)
+        video_mask = input_ids == self.hf.config.video_token_id
+        if int(video_mask.sum()) != video.embeds.shape[0]:
+            raise ValueError(
+                f"prompt has {int(video_mask.sum())} video tokens but the video embeddings have {video.embeds.shape[0]} rows"
+            )
+        embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), video.embeds.to(embeds.dtype))
+        positions = self.position_ids(input_ids, attention_mask, video.grid_thw, second_per_grid_ts)
+        if video.deepstack:
+            return LMInputs(embeds, attention_mask, positions, video_mask, video.deepstack)
+        return LMInputs(embeds, attention_mask, positions)
+
+    def hidden_states(self, inputs: LMInputs, past_key_values=None, use_cache: bool = False):
+        """Final-layer hidden states ``[B, L, H]`` (and the KV cache when ``use_cache``)."""
+        extra = {}
+        if inputs.deepstack:
+            extra = {"visual_pos_masks": inputs.visual_pos_masks, "deepstack_visual_embeds": list(inputs.deepstack)}
+        out = self.language_model(
+            inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
+            position_ids=inputs.position_ids, past_key_values=past_key_values, use_cache=use_cache, **extra,
+        )
+        return (out.last_hidden_state, out.past_key_values) if use_cache else out.last_hidden_state
+
+    def token_logprobs(self, inputs: LMInputs, input_ids: Tensor, target_mask: Tensor) -> Tensor:
+        """Log-probability of each target token given everything before it.
+
+        The vocabulary projection runs only on the positions that predict a target, which for
+        long videos is a small fraction of the sequence.
+
+        Args:
+            inputs: language-model inputs for ``input_ids``.
+            input_ids: ``[B, L]`` token ids (targets are read from here).
+            target_mask: ``[B, L]`` bool, True at the tokens whose log-prob is wanted (position 0
+                cannot be a target).
+
+        Returns:
+            ``[B, L]`` float32 log-probs at target positions, 0 elsewhere.
+        """
+        hidden = self.hidden_states(inputs)
+        return self.logprobs_from_hidden(hidden, input_ids, target_mask)
+
+    def logprobs_from_hidden(self, hidden: Tensor, input_ids: Tensor, target_mask: Tensor) -> Tensor:
+        """As :meth:`token_logprobs`, from precomputed hidden states ``[B, L, H]``."""
+        target_mask = target_mask.bool().clone()
+        target_mask[:, 0] = False
+        predictors = hidden[:, :-1][target_mask[:, 1:]]  # [T, H]
+        logits = self.hf.lm_head(predictors).float()
+        chosen = logits.gather(-1, input_ids[:, 1:][target_mask[:, 1:]].unsqueeze(-1)).squeeze(-1)
+        out = torch.zeros(input_ids.shape, dtype=torch.float32, device=hidden.device)
+        out[target_mask] = chosen - torch.logsumexp(logits, dim=-1)
+        return out
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: LMInputs,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Generation:
+        """Sample continuations of left-padded prompts with a KV cache.
+
+        Args:
+            inputs: prompts, left-padded (the last position of every row is a real token).
+            max_new_tokens: length limit of each continuation.
+            temperature, top_p, top_k: sampling controls (``top_k=0`` disables top-k).
+            greedy: take the arg-max token instead of sampling.
+            generator: random generator for reproducible sampling.
+        """
+        if not bool(inputs.attention_mask[:, -1].all()):
+            raise ValueError("generate() needs left-padded prompts (every row must end with a real token)")
+        batch = inputs.inputs_embeds.shape[0]
+        device = inputs.inputs_embeds.device
+        hidden, cache = self.hidden_states(inputs, use_cache=True)
+        # text after the prompt continues from the largest position of any M-RoPE axis
+        next_pos = inputs.position_ids.amax(dim=(0, 2)) + 1  # [B]
+        mask = inputs.attention_mask
+        embed = self.language_model.get_input_embeddings()
+        eos, pad = self.eos_token_id, self.pad_token_id
+        tokens, logps, alive_steps = [], [], []
+        alive = torch.ones(batch, dtype=torch.bool, device=device)
+        last = hidden[:, -1]
+        for step in range(max_new_tokens):
+            logits = self.hf.lm_head(last).float()
+            scaled = logits / max(temperature, 1e-6)
+            logp_all = torch.log_softmax(scaled, dim=-1)
+            if greedy:
+                token = logits.argmax(-1)
+            else:
+                token = torch.multinomial(_filter_logits(scaled, top_p, top_k).softmax(-1), 1, generator=generator).squeeze(-1)
+            token = torch.where(alive, token, torch.full_like(token, pad))
+            tokens.append(token)
+            logps.append(torch.where(alive, logp_all.gather(-1, token.unsqueeze(-1)).squeeze(-1), torch.zeros_like(logits[:, 0])))
+            alive_steps.append(alive.clone())
+            alive = alive & (token != eos)
+            if not bool(alive.any()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = (next_pos + step).view(1, batch, 1).expand(3, batch, 1)
+            step_inputs = LMInputs(embed(token.unsqueeze(1)), mask, pos)
+            hidden, cache = self.hidden_states(step_inputs, past_key_values=cache, use_cache=True)
+            last = hidden[:, -1]
+        return Generation(torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(alive_steps, 1))
+
+
+def _filter_logits(logits: Tensor, top_p: float, top_k: int) -> Tensor:
+    """Mask logits outside the top-k / nucleus (top-p) set with -inf."""
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+    return logits

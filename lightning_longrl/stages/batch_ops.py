@@ -1,0 +1,65 @@
+"""Operations on a :class:`VideoBatch` that several stages share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lightning_longrl.data.collate import IGNORE_INDEX, VideoBatch
+from lightning_longrl.data.prompts import normalize_choice, parse_response
+from lightning_longrl.data.records import VideoQARecord
+from lightning_longrl.models.video_lm import Generation, LMInputs, VideoEmbeddings, VideoLanguageModel
+
+
+def encode_batch(model: VideoLanguageModel, batch: VideoBatch) -> VideoEmbeddings:
+    """Vision embeddings of the batch's videos; no autograd graph when the vision tower is frozen."""
+    trainable = torch.is_grad_enabled() and any(p.requires_grad for p in model.vision_tower.parameters())
+    with torch.set_grad_enabled(trainable):
+        return model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
+
+
+def embed_batch(model: VideoLanguageModel, batch: VideoBatch, video: VideoEmbeddings | None = None) -> LMInputs:
+    """Language-model inputs of the batch (encoding its videos unless ``video`` is given)."""
+    video = encode_batch(model, batch) if video is None else video
+    return model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+
+
+def sft_token_logprobs(model: VideoLanguageModel, batch: VideoBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs ``[B, L]`` of the target tokens of an SFT batch and the target mask ``[B, L]``."""
+    if batch.labels is None:
+        raise ValueError("this batch has no labels; collate it in 'sft' mode")
+    mask = batch.labels != IGNORE_INDEX
+    return model.token_logprobs(embed_batch(model, batch), batch.input_ids, mask), mask
+
+
+@dataclass
+class Answered:
+    """Greedy (or sampled) responses to a batch of questions, parsed and scored."""
+
+    responses: list[str]
+    generation: Generation
+    well_formed: list[bool]
+    predictions: list[str | None]
+    correct: list[bool]
+
+
+def score_answer(record: VideoQARecord, answer: str | None) -> tuple[str | None, bool]:
+    """(normalised prediction, correct?) for a multiple-choice letter or a free-form answer."""
+    if record.is_multiple_choice:
+        prediction = normalize_choice(answer, len(record.options))
+        return prediction, prediction == record.answer
+    prediction = answer.strip() if answer else None
+    return prediction, prediction is not None and prediction.lower() == record.answer.strip().lower()
+
+
+@torch.no_grad()
+def answer_batch(model: VideoLanguageModel, batch: VideoBatch, max_new_tokens: int, greedy: bool = True) -> Answered:
+    """Generate a response per question of a prompt-mode batch and score it against the record."""
+    generation = model.generate(embed_batch(model, batch), max_new_tokens=max_new_tokens, greedy=greedy)
+    texts = []
+    for tokens, mask in zip(generation.tokens, generation.mask):
+        texts.append(model.tokenizer.decode(tokens[mask].tolist(), skip_special_tokens=True))
+    parsed = [parse_response(t) for t in texts]
+    scored = [score_answer(r, p.answer) for r, p in zip(batch.records, parsed)]
+    return Answered(texts, generation, [p.well_formed for p in parsed], [s[0] for s in scored], [s[1] for s in scored])

@@ -1,0 +1,128 @@
+"""Stage 1: chain-of-thought supervised fine-tuning (CoT-SFT)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+
+from lightning_longrl.data.collate import VideoBatch
+from lightning_longrl.models.config import ModelConfig, load_model, load_processor
+from lightning_longrl.models.video_lm import VideoLanguageModel
+from lightning_longrl.stages.batch_ops import answer_batch, sft_token_logprobs
+from lightning_longrl.stages.optim import LRSchedule
+
+
+class SFTModule(L.LightningModule):
+    """Supervised fine-tuning on ``<think>...</think><answer>...</answer>`` targets.
+
+    The loss is the mean negative log-likelihood of the assistant's reasoning and answer tokens
+    (and the end-of-turn token); prompt and video tokens are context only.
+
+    Args:
+        model: the checkpoint to train and how (dtype, frozen vision tower, checkpointing).
+        optimizer: optimizer factory, e.g. ``torch.optim.AdamW`` with its ``lr``.
+        lr_schedule: warmup and decay of the learning rate.
+        max_new_tokens: response length limit in ``test``/``predict`` generation.
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_schedule: LRSchedule | None = None,
+        max_new_tokens: int = 256,
+    ) -> None:
+        super().__init__()
+        # from a checkpoint's hyper-parameters the configs come back as plain dicts
+        model = ModelConfig(**model) if isinstance(model, dict) else model
+        lr_schedule = LRSchedule(**lr_schedule) if isinstance(lr_schedule, dict) else (lr_schedule or LRSchedule())
+        # plain types only: checkpoints are loaded with torch.load(weights_only=True)
+        self.save_hyperparameters({"model": asdict(model), "lr_schedule": asdict(lr_schedule), "max_new_tokens": max_new_tokens})
+        self.model_config = model
+        self.optimizer_factory = optimizer
+        self.lr_schedule = lr_schedule
+        self.max_new_tokens = max_new_tokens
+        self.processor = load_processor(model)
+        self.model: VideoLanguageModel | None = None
+        self._step_start = 0.0
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = load_model(self.model_config, self.processor)
+
+    def collate_mode(self, stage: str) -> Literal["sft", "prompt"]:
+        """Batches with targets for fit/validate; prompts for test/predict (generation)."""
+        return "sft" if stage in ("fit", "validate") else "prompt"
+
+    # ------------------------------------------------------------------------------- training
+    def _loss(self, batch: VideoBatch) -> tuple[torch.Tensor, int]:
+        logprobs, mask = sft_token_logprobs(self.model, batch)
+        count = int(mask.sum())
+        return -logprobs[mask].sum() / max(count, 1), count
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def training_step(self, batch: VideoBatch, batch_idx: int) -> torch.Tensor | None:
+        self.log("data/skipped_videos", float(batch.skipped_total))
+        if len(batch) == 0:
+            return None  # every video of this batch was unusable; nothing to learn from
+        loss, targets = self._loss(batch)
+        size = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/target_tokens", float(targets), batch_size=size)
+        self.log("train/frames_per_sample", sum(batch.num_frames) / size, batch_size=size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=size)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: VideoBatch, batch_idx: int) -> None:
+        elapsed = time.perf_counter() - self._step_start
+        if len(batch) and elapsed > 0:
+            self.log("train/tokens_per_s", float(batch.attention_mask.sum()) / elapsed, batch_size=len(batch))
+
+    def validation_step(self, batch: VideoBatch, batch_idx: int) -> None:
+        if len(batch) == 0:
+            return
+        loss, _ = self._loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
+
+    # ----------------------------------------------------------------------------- generation
+    def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
+        if len(batch) == 0:
+            return
+        answered = answer_batch(self.model, batch, self.max_new_tokens)
+        size = len(batch)
+        self.log("test/accuracy", sum(answered.correct) / size, batch_size=size, sync_dist=True)
+        self.log("test/format_rate", sum(answered.well_formed) / size, batch_size=size, sync_dist=True)
+
+    def predict_step(self, batch: VideoBatch, batch_idx: int) -> list[dict[str, Any]]:
+        if len(batch) == 0:
+            return []
+        answered = answer_batch(self.model, batch, self.max_new_tokens)
+        return [
+            {"id": r.id, "response": text, "prediction": pred, "answer": r.answer, "correct": ok}
+            for r, text, pred, ok in zip(batch.records, answered.responses, answered.predictions, answered.correct)
+        ]
+
+    # ------------------------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = self.lr_schedule.build(optimizer, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -------------------------------------------------------------------------------- export
+    def export_pretrained(self, path: str | Path) -> Path:
+        """Write the current weights, tokenizer and processor as a Hugging Face folder."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.hf.save_pretrained(path)
+        self.processor.save_pretrained(path)
+        return path

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny real Qwen-VL checkpoints and a small synthetic long-video dataset.
+
+Everything is built offline from config at session start (seconds), never downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from lightning_longrl.models.tiny import ARCHITECTURES, TinyModelSpec, create_tiny_checkpoint  # noqa: E402
+from lightning_longrl.synth.dataset import SynthConfig, generate_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """One tiny random checkpoint folder per supported architecture."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: create_tiny_checkpoint(root / arch, TinyModelSpec(arch=arch)) for arch in ARCHITECTURES}
+
+
+@pytest.fixture(scope="session", params=ARCHITECTURES)
+def tiny_checkpoint(request, tiny_checkpoints) -> Path:
+    return tiny_checkpoints[request.param]
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic dataset: 20 videos of 24 s at 4 fps, 64x64 pixels."""
+    out = tmp_path_factory.mktemp("synth")
+    generate_dataset(
+        SynthConfig(out_dir=str(out), num_videos=20, duration=24.0, fps=4.0, height=64, width=64, workers=0),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def loaded_models(tiny_checkpoints):
+    """Loaded tiny models (float32, eval mode), shared by read-only tests."""
+    from lightning_longrl.models.video_lm import VideoLanguageModel
+
+    return {arch: VideoLanguageModel.from_pretrained(path).eval() for arch, path in tiny_checkpoints.items()}

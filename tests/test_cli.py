@@ -1,0 +1,66 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_longrl.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+EXE = Path(sys.executable).with_name("lightning-longrl")
+
+
+def test_console_script_lists_commands():
+    out = subprocess.run([str(EXE), "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("fit", "validate", "test", "predict", "synth", "tiny-model"):
+        assert f"  {command}" in out
+
+
+@pytest.mark.parametrize("command", ["fit", "validate", "test", "predict", "synth", "tiny-model"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_unknown_command_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train"])
+    assert info.value.code == 2
+    assert "unknown command 'train'" in capsys.readouterr().err
+
+
+def test_synth_tiny_model_and_fit_from_the_command_line(tmp_path):
+    """The demo path as a user runs it: synth, tiny-model, fit with the demo YAML (shortened)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    run = lambda *args: subprocess.run([str(EXE), *args], cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
+    synth = run("synth", "--out_dir", "data/synth", "--num_videos", "10", "--duration", "16", "--fps", "4",
+                "--height", "64", "--width", "64", "--workers", "0")
+    assert synth.returncode == 0, synth.stderr
+    assert "train 7, val 1, test 2" in synth.stdout
+    tiny = run("tiny-model", "--out", "checkpoints/tiny", "--spec.arch", "qwen2_vl")
+    assert tiny.returncode == 0, tiny.stderr
+    assert json.loads((tmp_path / "checkpoints/tiny/tiny_spec.json").read_text())["arch"] == "qwen2_vl"
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    fit = run("fit", "--config", "configs/demo/sft.yaml", "--trainer.max_epochs", "1", "--trainer.max_steps", "2",
+              "--model.init_args.model.path", "checkpoints/tiny", "--data.init_args.num_frames", "8",
+              "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "TensorBoard logs : runs/demo/sft/version_0" in fit.stdout
+    assert "Checkpoints      : runs/demo/sft/version_0/checkpoints" in fit.stdout
+    assert "Hugging Face     : runs/demo/sft/version_0/hf_model" in fit.stdout
+    assert list((tmp_path / "runs/demo/sft/version_0").glob("events.out.tfevents.*"))
+    assert (tmp_path / "runs/demo/sft/version_0/checkpoints/last.ckpt").is_file()
+    assert (tmp_path / "runs/demo/sft/version_0/hf_model/model.safetensors").is_file()
+
+
+def test_missing_checkpoint_folder_is_explained(tmp_path):
+    from lightning_longrl import SFTModule
+    from lightning_longrl.models.config import ModelConfig
+
+    with pytest.raises(FileNotFoundError, match="lightning-longrl tiny-model --out"):
+        SFTModule(ModelConfig(path=str(tmp_path / "nothing")))

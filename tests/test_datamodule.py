@@ -1,0 +1,74 @@
+import logging
+
+import pytest
+
+from lightning_longrl.data.records import RecordError
+from lightning_longrl.datamodules import BadVideoLimitError, LongVideoDataModule
+from helpers import copy_dataset_with, sft_run
+
+
+@pytest.fixture
+def checkpoint(tiny_checkpoints):
+    return tiny_checkpoints["qwen2_vl"]
+
+
+def test_malformed_record_stops_before_training(tmp_path, checkpoint, synth_dir):
+    data_dir = copy_dataset_with(synth_dir, tmp_path / "data", {})
+    lines = (data_dir / "train.jsonl").read_text().splitlines()
+    lines[4] = lines[4].replace('"options": [', '"options": 7, "x": [')
+    (data_dir / "train.jsonl").write_text("\n".join(lines) + "\n")
+    trainer, module, data = sft_run(tmp_path, checkpoint, data_dir)
+    with pytest.raises(RecordError, match=r"train.jsonl:5: field 'options'"):
+        trainer.fit(module, data)
+    assert trainer.global_step == 0
+
+
+def test_sft_needs_reasoning_on_every_record(tmp_path, checkpoint, synth_dir):
+    data_dir = copy_dataset_with(synth_dir, tmp_path / "data", {})
+    lines = (data_dir / "train.jsonl").read_text().splitlines()
+    lines[2] = lines[2].replace('"reasoning"', '"notes"')
+    (data_dir / "train.jsonl").write_text("\n".join(lines) + "\n")
+    trainer, module, data = sft_run(tmp_path, checkpoint, data_dir)
+    with pytest.raises(ValueError, match=r"train.jsonl: 1 record\(s\) have no 'reasoning'"):
+        trainer.fit(module, data)
+
+
+def test_unreadable_videos_are_skipped_counted_and_logged(tmp_path, checkpoint, synth_dir, caplog):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 50)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    data_dir = copy_dataset_with(synth_dir, tmp_path / "data", {0: str(broken), 1: str(empty), 2: "videos/missing.mp4"})
+    trainer, module, data = sft_run(tmp_path, checkpoint, data_dir, max_steps=100, max_bad_videos=3,
+                                    trainer_kwargs={"max_epochs": 1, "max_steps": -1})
+    with caplog.at_level(logging.WARNING):
+        trainer.fit(module, data)
+    assert data.bad_videos == 3
+    assert trainer.logged_metrics["data/skipped_videos"] == 3
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "broken.mp4" in warned and "empty.mp4" in warned and "missing.mp4" in warned
+    assert trainer.global_step > 0  # the readable samples still trained
+
+
+def test_too_many_unreadable_videos_stop_the_run(tmp_path, checkpoint, synth_dir):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"garbage" * 100)
+    data_dir = copy_dataset_with(synth_dir, tmp_path / "data", {i: str(broken) for i in range(6)})
+    trainer, module, data = sft_run(tmp_path, checkpoint, data_dir, max_steps=100, max_bad_videos=2,
+                                    trainer_kwargs={"max_epochs": 1, "max_steps": -1})
+    with pytest.raises(BadVideoLimitError, match="more than max_bad_videos=2"):
+        trainer.fit(module, data)
+
+
+def test_decoding_runs_in_worker_processes(tmp_path, checkpoint, synth_dir):
+    trainer, module, data = sft_run(tmp_path, checkpoint, synth_dir, max_steps=2, num_workers=1)
+    trainer.fit(module, data)
+    assert trainer.global_step == 2
+
+
+def test_missing_split_and_processor_are_explained(synth_dir):
+    data = LongVideoDataModule(train_file=str(synth_dir / "train.jsonl"))
+    with pytest.raises(RuntimeError, match="needs the model's processor"):
+        data.dataset("fit")
+    with pytest.raises(ValueError, match="`test_file` is not set"):
+        data.dataset("test")

@@ -1,0 +1,74 @@
+import lightning as L
+import pytest
+import torch
+
+from lightning_longrl.models.video_lm import VideoLanguageModel
+from lightning_longrl.stages.optim import LRSchedule
+from helpers import sft_run
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+
+
+class StartStep(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.step = trainer.global_step
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+def test_sft_trains_checkpoints_and_resumes(arch, tmp_path, tiny_checkpoints, synth_dir):
+    trainer, module, data = sft_run(tmp_path, tiny_checkpoints[arch], synth_dir, max_steps=3, freeze_vision=True,
+                                    trainer_kwargs={"val_check_interval": 3})
+    module.configure_model()
+    before = snapshot(module)
+    trainer.fit(module, data)
+    after = snapshot(module)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("hf.model.language_model") for k in changed)
+    assert "hf.lm_head.weight" in changed
+    assert not any(k.startswith("hf.model.visual") for k in changed)  # frozen vision tower
+    assert trainer.logged_metrics["train/loss"].isfinite()
+    for key in ("train/lr", "train/tokens_per_s", "train/frames_per_sample", "val/loss"):
+        assert key in trainer.logged_metrics, key
+    assert trainer.logged_metrics["train/frames_per_sample"] == 8
+
+    ckpt = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
+    assert ckpt and torch.load(ckpt, weights_only=False)["global_step"] == 3
+
+    start = StartStep()
+    resumed_trainer, resumed, data2 = sft_run(tmp_path / "resume", tiny_checkpoints[arch], synth_dir, max_steps=5,
+                                              trainer_kwargs={"callbacks": [start]})
+    resumed_trainer.fit(resumed, data2, ckpt_path=ckpt)
+    assert start.step == 3 and resumed_trainer.global_step == 5
+    # resuming restored the trained weights (not the initial ones) before continuing
+    restored = torch.load(ckpt, weights_only=False)["state_dict"]
+    assert torch.equal(restored["model.hf.lm_head.weight"], after["hf.lm_head.weight"])
+
+
+def test_unfrozen_vision_tower_trains_and_export_loads(tmp_path, tiny_checkpoints, synth_dir):
+    trainer, module, data = sft_run(tmp_path, tiny_checkpoints["qwen2_vl"], synth_dir, max_steps=2, freeze_vision=False)
+    module.configure_model()
+    before = snapshot(module)
+    trainer.fit(module, data)
+    after = snapshot(module)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("hf.model.visual"))
+    exported = module.export_pretrained(tmp_path / "export")
+    reloaded = VideoLanguageModel.from_pretrained(exported)
+    for key, value in reloaded.state_dict().items():
+        assert torch.equal(value, after[key]), key
+
+
+def test_generation_test_loop_reports_accuracy_and_format(tmp_path, tiny_checkpoints, synth_dir):
+    trainer, module, data = sft_run(tmp_path, tiny_checkpoints["qwen2_vl"], synth_dir, test_file=str(synth_dir / "test.jsonl"))
+    module.max_new_tokens = 8
+    (metrics,) = trainer.test(module, data)
+    assert set(metrics) == {"test/accuracy", "test/format_rate"}
+    assert 0.0 <= metrics["test/accuracy"] <= 1.0
+
+
+def test_lr_schedule_shapes():
+    cosine = LRSchedule(warmup_steps=2, decay="cosine", min_lr_ratio=0.1)
+    assert [round(cosine.factor(s, 10), 3) for s in (0, 1, 2, 10)] == [0.5, 1.0, 1.0, 0.1]
+    assert LRSchedule(decay="linear").factor(5, 10) == pytest.approx(0.5)
+    assert LRSchedule().factor(7, 10) == 1.0
