@@ -41,6 +41,7 @@ class LongVideoDataModule(L.LightningDataModule):
         max_frames: cap on frames per video when sampling by ``fps`` (up to 8192).
         max_pixels: per-frame pixel budget; frames are resized (aspect kept) to fit.
         min_pixels: frames smaller than this are upscaled.
+        video_reader: primary video reader, ``decord`` or ``pyav`` (the other one is the fallback).
         batch_size: questions per training batch.
         eval_batch_size: questions per validation/test/predict batch (default ``batch_size``).
         num_workers: DataLoader worker processes decoding videos.
@@ -64,6 +65,7 @@ class LongVideoDataModule(L.LightningDataModule):
         max_frames: int = 512,
         max_pixels: int = 448 * 448,
         min_pixels: int = 28 * 28,
+        video_reader: Literal["decord", "pyav"] = "decord",
         batch_size: int = 1,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
@@ -90,7 +92,7 @@ class LongVideoDataModule(L.LightningDataModule):
         hp = self.hparams
         return FrameSampling(
             num_frames=hp.num_frames, fps=hp.fps, max_frames=hp.max_frames, max_pixels=hp.max_pixels,
-            min_pixels=hp.min_pixels, size_multiple=size_multiple,
+            min_pixels=hp.min_pixels, size_multiple=size_multiple, reader=hp.video_reader,
         )
 
     def _processor(self):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 USAGE = """\
@@ -31,6 +32,9 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 def _quiet_environment() -> None:
     # Tokenizers' fork warning is noise once DataLoader workers fork; keep its threads off instead.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Lightning 2.6 triggers these deprecations inside its own code; users cannot act on them.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*add_instantiator.*")
 
 
 def run_lightning(args: Sequence[str] | None) -> None:
@@ -42,6 +46,9 @@ def run_lightning(args: Sequence[str] | None) -> None:
         def after_fit(self) -> None:
             report_run(self.trainer)
 
+        def after_predict(self) -> None:
+            report_run(self.trainer)
+
     LongRLCLI(
         L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
         auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
@@ -51,7 +58,7 @@ def run_lightning(args: Sequence[str] | None) -> None:
 
 def report_run(trainer) -> None:
     """Print where the run's TensorBoard logs, checkpoints and exports went."""
-    from lightning_longrl.callbacks import HFExport
+    from lightning_longrl.callbacks import HFExport, JSONLPredictionWriter
 
     if not trainer.is_global_zero:
         return
@@ -66,6 +73,8 @@ def report_run(trainer) -> None:
     for callback in trainer.callbacks:
         if isinstance(callback, HFExport) and callback.exported is not None:
             lines.append(f"Hugging Face     : {callback.exported}")
+        if isinstance(callback, JSONLPredictionWriter) and callback.written is not None:
+            lines.append(f"Predictions      : {callback.written}")
     if lines:
         print("\n".join(["", "Run finished.", *lines]), flush=True)
 

@@ -72,3 +72,19 @@ def test_lr_schedule_shapes():
     assert [round(cosine.factor(s, 10), 3) for s in (0, 1, 2, 10)] == [0.5, 1.0, 1.0, 0.1]
     assert LRSchedule(decay="linear").factor(5, 10) == pytest.approx(0.5)
     assert LRSchedule().factor(7, 10) == 1.0
+
+
+def test_predict_writes_jsonl_rows(tmp_path, tiny_checkpoints, synth_dir):
+    import json
+
+    from lightning_longrl.callbacks import JSONLPredictionWriter
+
+    writer = JSONLPredictionWriter("preds.jsonl")
+    trainer, module, data = sft_run(tmp_path, tiny_checkpoints["qwen2_vl"], synth_dir,
+                                    predict_file=str(synth_dir / "test.jsonl"), trainer_kwargs={"callbacks": [writer]})
+    module.max_new_tokens = 4
+    trainer.predict(module, data, return_predictions=False)
+    rows = [json.loads(line) for line in writer.written.read_text().splitlines()]
+    expected = [json.loads(line)["id"] for line in (synth_dir / "test.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == expected
+    assert set(rows[0]) == {"id", "response", "prediction", "answer", "correct"}

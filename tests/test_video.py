@@ -131,3 +131,37 @@ def test_invalid_sampling_is_rejected(kwargs):
 def test_up_to_8192_frames_allowed():
     assert FrameSampling(num_frames=8192).num_frames == 8192
     assert FrameSampling(num_frames=None, fps=30.0, max_frames=8192).max_frames == 8192
+
+
+def test_pyav_seeks_over_long_gaps_and_still_picks_the_right_frames(tmp_path):
+    """A 60 s video sampled sparsely: the PyAV reader seeks between targets (gap > 3 s)."""
+    fps, count = 4, 240
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width = stream.height = 64
+        stream.pix_fmt, stream.gop_size = "yuv420p", 8
+        for i in range(count):  # frame number written as two grey levels: top = 4 * (i % 60), bottom = 60 * (i // 60)
+            frame = np.empty((64, 64, 3), np.uint8)
+            frame[:32], frame[32:] = 4 * (i % 60), 60 * (i // 60)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+    def numbers(frames):
+        top = np.round(frames[:, 4:28].reshape(len(frames), -1).mean(1) / 4)
+        bottom = np.round(frames[:, 36:60].reshape(len(frames), -1).mean(1) / 60)
+        return (top + 60 * bottom).astype(int)
+
+    sampling = FrameSampling(num_frames=6, max_pixels=64 * 64)
+    seeking = video_io._read_with_pyav(str(path), sampling, None, None, 1)
+    assert (numbers(seeking.frames) == np.round(seeking.timestamps * fps)).all()
+    assert np.array_equal(seeking.timestamps, read_video(path, sampling).timestamps)
+    dense = video_io._read_with_pyav(str(path), FrameSampling(num_frames=120, max_pixels=64 * 64), 5.0, 50.0, 1)
+    assert (numbers(dense.frames) == np.round(dense.timestamps * fps)).all()
+
+
+def test_primary_reader_can_be_pyav(counter_video):
+    clip = read_video(counter_video, FrameSampling(num_frames=5, max_pixels=64 * 64, reader="pyav"))
+    assert clip.backend == "pyav"
+    with pytest.raises(ValueError, match="reader must be"):
+        FrameSampling(reader="opencv")

@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 MAX_FRAMES = 8192
 """Upper bound on frames per video (the paper's longest setting)."""
+
+SEEK_GAP_SECONDS = 3.0
+"""PyAV reader: seek rather than decode through gaps between targets longer than this."""
 
 
 class VideoDecodeError(RuntimeError):
@@ -48,6 +51,9 @@ class FrameSampling:
     """Frame height and width are rounded to a multiple of this (vision patch x spatial merge)."""
     chunk_bytes: int = 256 * 2**20
     """Bound on decoded-but-not-yet-resized frame memory (bytes of RGB at native size)."""
+    reader: Literal["decord", "pyav"] = "decord"
+    """Primary reader; the other one is the fallback. PyAV decodes sequentially (seeking over
+    long gaps) and is the leaner choice for dense sampling (docs/benchmarks.md)."""
 
     def __post_init__(self) -> None:
         if (self.num_frames is None) == (self.fps is None):
@@ -60,6 +66,8 @@ class FrameSampling:
             raise ValueError(f"FrameSampling: max_frames must be in [1, {MAX_FRAMES}], got {self.max_frames}")
         if self.min_pixels > self.max_pixels:
             raise ValueError("FrameSampling: min_pixels must not exceed max_pixels")
+        if self.reader not in ("decord", "pyav"):
+            raise ValueError(f"FrameSampling: reader must be 'decord' or 'pyav', got {self.reader!r}")
         if self.max_pixels < self.size_multiple**2:
             raise ValueError(f"FrameSampling: max_pixels must be at least size_multiple**2 = {self.size_multiple**2}")
 
@@ -97,13 +105,21 @@ def fit_frame_size(height: int, width: int, sampling: FrameSampling) -> tuple[in
     return h, w
 
 
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize ``[N, H, W, 3]`` uint8 frames to ``size`` (antialiased bilinear); returns uint8."""
+def resize_frames(frames: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Resize ``[N, H, W, 3]`` uint8 frames to ``size`` (antialiased bilinear), into ``out`` if given.
+
+    The resize runs on uint8 in channels-last layout (PyTorch's fast CPU path): no float copy of
+    the frames is made, which keeps long requests from needing several times their memory.
+    """
+    if out is None:
+        out = np.empty((len(frames), *size, 3), dtype=np.uint8)
     if frames.shape[1:3] == size:
-        return np.ascontiguousarray(frames)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        out[...] = frames
+        return out
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # NCHW view, channels-last memory
+    y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    out[...] = y.permute(0, 2, 3, 1).numpy()
+    return out
 
 
 def read_video(
@@ -114,6 +130,9 @@ def read_video(
     decode_threads: int = 1,
 ) -> VideoClip:
     """Sample frames from ``path`` between ``start`` and ``end`` seconds (whole file by default).
+
+    ``sampling.reader`` is tried first (decord by default); if it cannot open or decode the file,
+    the other reader is used.
 
     Args:
         path: video file.
@@ -127,7 +146,8 @@ def read_video(
     """
     path = str(path)
     errors = []
-    for backend in (_read_with_decord, _read_with_pyav):
+    order = (_read_with_decord, _read_with_pyav) if sampling.reader == "decord" else (_read_with_pyav, _read_with_decord)
+    for backend in order:
         try:
             return backend(path, sampling, start, end, decode_threads)
         except VideoDecodeError:
@@ -177,14 +197,18 @@ def _read_with_decord(
     targets = target_times(sampling, clip_start, clip_end)
     indices = np.clip(np.searchsorted(starts, targets, side="right") - 1, 0, count - 1)
 
-    height, width = reader[0].shape[:2]
-    out_size = fit_frame_size(height, width, sampling)
     unique, inverse = np.unique(indices, return_inverse=True)
-    decoded = np.empty((len(unique), *out_size, 3), dtype=np.uint8)
-    step = _chunk_len(height, width, sampling)
-    for lo in range(0, len(unique), step):
+    decoded: np.ndarray | None = None
+    step, lo = 1, 0
+    while lo < len(unique):
         batch = reader.get_batch(unique[lo : lo + step].tolist()).asnumpy()
-        decoded[lo : lo + len(batch)] = resize_frames(batch, out_size)
+        if decoded is None:  # the first frame tells the native size, hence the output size and chunk length
+            out_size = fit_frame_size(batch.shape[1], batch.shape[2], sampling)
+            decoded = np.empty((len(unique), *out_size, 3), dtype=np.uint8)
+        resize_frames(batch, out_size, out=decoded[lo : lo + len(batch)])
+        lo += len(batch)
+        step = _chunk_len(batch.shape[1], batch.shape[2], sampling)
+        del batch
     return VideoClip(decoded[inverse], starts[indices], float(last_end - starts[0]), fps, "decord")
 
 
@@ -210,42 +234,61 @@ def _read_with_pyav(
         clip_start, clip_end = _clip_bounds(first, first + duration, start, end, path)
         targets = target_times(sampling, clip_start, clip_end)
 
-        if clip_start > first + 1.0:
-            container.seek(int(clip_start / stream.time_base), stream=stream, backward=True, any_frame=False)
         picker = _FramePicker(targets, sampling)
-        for number, frame in enumerate(container.decode(stream)):
-            t = float(frame.time) if frame.time is not None else first + number / fps
-            if picker.offer(t, frame):
+        gap = max(SEEK_GAP_SECONDS, 2.0 / fps)
+        position = clip_start
+        while True:
+            if position > first + gap:  # jump close to the next target instead of decoding up to it
+                container.seek(int(position / stream.time_base), stream=stream, backward=True, any_frame=False)
+            jumped = False
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    raise RuntimeError("frames without timestamps")
+                t = float(frame.time)
+                if picker.offer(t, frame):
+                    break
+                upcoming = picker.upcoming()
+                if upcoming is not None and upcoming - t > gap:
+                    position, jumped = upcoming, True
+                    break
+            if not jumped:
                 break
         frames, times = picker.finish()
-    return VideoClip(np.stack(frames), np.asarray(times, dtype=np.float64), float(duration), fps, "pyav")
+    return VideoClip(frames, times, float(duration), fps, "pyav")
 
 
 class _FramePicker:
-    """Streams decoded frames in presentation order and keeps, for each target time, the frame on
+    """Takes decoded frames in presentation order and keeps, for each target time, the frame on
     screen at that time (the last frame starting at or before it; the first frame for earlier
-    targets). Only kept frames are converted to RGB and resized."""
+    targets). Only kept frames are converted to RGB and resized, straight into the output."""
 
     def __init__(self, targets: np.ndarray, sampling: FrameSampling) -> None:
         self.targets = targets
         self.sampling = sampling
         self.next_target = 0
-        self.frames: list[np.ndarray] = []
-        self.times: list[float] = []
+        self.frames: np.ndarray | None = None  # [len(targets), h, w, 3], allocated at the first frame
+        self.times = np.zeros(len(targets), dtype=np.float64)
         self._held: tuple[float, object] | None = None  # (time, av.VideoFrame) of the latest frame
-        self._held_rgb: np.ndarray | None = None
-        self._size: tuple[int, int] | None = None
+        self._held_at: int | None = None  # output row already holding the held frame
 
     def _emit_held(self) -> None:
         time, frame = self._held
-        if self._held_rgb is None:
+        row = self.next_target
+        if self._held_at is not None:
+            self.frames[row] = self.frames[self._held_at]
+        else:
             rgb = frame.to_ndarray(format="rgb24")
-            if self._size is None:
-                self._size = fit_frame_size(rgb.shape[0], rgb.shape[1], self.sampling)
-            self._held_rgb = resize_frames(rgb[None], self._size)[0]
-        self.frames.append(self._held_rgb)
-        self.times.append(time)
+            if self.frames is None:
+                size = fit_frame_size(rgb.shape[0], rgb.shape[1], self.sampling)
+                self.frames = np.empty((len(self.targets), *size, 3), dtype=np.uint8)
+            resize_frames(rgb[None], self.frames.shape[1:3], out=self.frames[row : row + 1])
+            self._held_at = row
+        self.times[row] = time
         self.next_target += 1
+
+    def upcoming(self) -> float | None:
+        """The next target time still without a frame."""
+        return float(self.targets[self.next_target]) if self.next_target < len(self.targets) else None
 
     def offer(self, time: float, frame: object) -> bool:
         """Take the next decoded frame; returns True once every target has its frame."""
@@ -255,12 +298,12 @@ class _FramePicker:
         if self.next_target >= len(targets):
             return True
         first = self._held is None
-        self._held, self._held_rgb = (time, frame), None
+        self._held, self._held_at = (time, frame), None
         while first and self.next_target < len(targets) and targets[self.next_target] < time:
             self._emit_held()
         return self.next_target >= len(targets)
 
-    def finish(self) -> tuple[list[np.ndarray], list[float]]:
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
         if self._held is None:
             raise RuntimeError("no decodable frames")
         while self.next_target < len(self.targets):
