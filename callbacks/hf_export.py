@@ -7,6 +7,8 @@ from pathlib import Path
 
 import lightning as L
 
+from lightning_longrl.callbacks.paths import resolve_in_log_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -24,17 +26,13 @@ class HFExport(L.Callback):
         self.dirpath = dirpath
         self.exported: Path | None = None
 
-    def _target(self, trainer: L.Trainer) -> Path:
-        path = Path(self.dirpath)
-        if not path.is_absolute() and trainer.log_dir is not None:
-            path = Path(trainer.log_dir) / path
-        return path
-
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         export = getattr(pl_module, "export_pretrained", None)
         if export is None:
-            raise TypeError(f"{type(pl_module).__name__} has no export_pretrained(path); HFExport cannot save it")
+            raise TypeError(f"{type(pl_module).__name__} has no export_pretrained(path, state_dict); HFExport cannot save it")
+        # Every rank takes part in gathering the full weights (sharded strategies need it); rank 0 writes.
+        state_dict = trainer.strategy.lightning_module_state_dict()
         if trainer.is_global_zero:
-            self.exported = export(self._target(trainer))
+            self.exported = export(resolve_in_log_dir(trainer, self.dirpath), state_dict)
             log.info("exported Hugging Face checkpoint to %s", self.exported)
         trainer.strategy.barrier("hf_export")

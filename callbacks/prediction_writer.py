@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lightning_longrl.callbacks.paths import resolve_in_log_dir
+
 
 class JSONLPredictionWriter(BasePredictionWriter):
     """Append each predict batch's rows (dicts) to a JSONL file as soon as the batch finishes.
@@ -24,9 +26,7 @@ class JSONLPredictionWriter(BasePredictionWriter):
         self.written: Path | None = None
 
     def _target(self, trainer: L.Trainer) -> Path:
-        path = Path(self.path)
-        if not path.is_absolute() and trainer.log_dir is not None:
-            path = Path(trainer.log_dir) / path
+        path = resolve_in_log_dir(trainer, self.path)
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         return path

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from lightning_longrl.data.collate import VideoBatch, VideoQACollator
@@ -36,7 +36,7 @@ class LongVideoDataModule(L.LightningDataModule):
         predict_file: JSONL records for prediction.
         video_root: folder relative ``video`` paths are resolved against (default: each JSONL
             file's own folder).
-        num_frames: frames per video, uniform over the clip. Leave ``None`` to sample by ``fps``.
+        num_frames: frames per video, uniform over the clip (64 when neither this nor ``fps`` is set).
         fps: frames per second of video time (capped at ``max_frames``), instead of ``num_frames``.
         max_frames: cap on frames per video when sampling by ``fps`` (up to 8192).
         max_pixels: per-frame pixel budget; frames are resized (aspect kept) to fit.
@@ -60,7 +60,7 @@ class LongVideoDataModule(L.LightningDataModule):
         test_file: str | None = None,
         predict_file: str | None = None,
         video_root: str | None = None,
-        num_frames: int | None = 64,
+        num_frames: int | None = None,
         fps: float | None = None,
         max_frames: int = 512,
         max_pixels: int = 448 * 448,
@@ -77,7 +77,9 @@ class LongVideoDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if fps is not None and num_frames is not None:
-            num_frames = None  # an explicit rate wins over the default frame count
+            raise ValueError(f"LongVideoDataModule: set num_frames ({num_frames}) or fps ({fps}), not both")
+        if fps is None and num_frames is None:
+            num_frames = 64
         self.save_hyperparameters(ignore=["processor"])
         self.files = {"fit": train_file, "validate": val_file, "test": test_file, "predict": predict_file}
         self.processor = processor
@@ -121,9 +123,8 @@ class LongVideoDataModule(L.LightningDataModule):
                 raise ValueError(f"LongVideoDataModule: `{name}` is not set, so there is no {stage} data")
             video_processor = self._processor().video_processor
             multiple = video_processor.patch_size * video_processor.merge_size
-            root = self.hparams.video_root or str(Path(path).parent)
             self.datasets[stage] = VideoQADataset(
-                path, self._sampling(multiple), video_root=root,
+                path, self._sampling(multiple), video_root=self.hparams.video_root,
                 require_reasoning=self._collate_mode(stage) == "sft" and self.hparams.think,
             )
         return self.datasets[stage]
@@ -160,19 +161,27 @@ class LongVideoDataModule(L.LightningDataModule):
         return self._loader("predict", shuffle=False)
 
     def on_before_batch_transfer(self, batch: VideoBatch, dataloader_idx: int) -> VideoBatch:
-        """Count videos the workers could not use, warn, and stop past ``max_bad_videos``."""
+        """Count videos the workers could not use, warn, and stop past ``max_bad_videos``.
+
+        With several processes the count is summed over all ranks at every batch, so the limit
+        applies to the whole run and every rank stops at the same step.
+        """
         for record_id, reason in batch.skipped:
             if record_id in self._bad_ids:
                 continue  # the same file again in a later epoch
             self._bad_ids.add(record_id)
             self.bad_videos += 1
-            log.warning("skipping sample %s (%d so far): %s", record_id, self.bad_videos, reason)
-            if self.bad_videos > self.hparams.max_bad_videos:
-                raise BadVideoLimitError(
-                    f"{self.bad_videos} samples had unusable videos, more than max_bad_videos="
-                    f"{self.hparams.max_bad_videos}; last: {record_id}: {reason}"
-                )
-        batch.skipped_total = self.bad_videos
+            log.warning("skipping sample %s: %s", record_id, reason)
+        total = self.bad_videos
+        if self.trainer is not None and self.trainer.world_size > 1:
+            local = torch.tensor(float(self.bad_videos), device=self.trainer.strategy.root_device)
+            total = int(self.trainer.strategy.reduce(local, reduce_op="sum").item())
+        if total > self.hparams.max_bad_videos:
+            last = f"; last on this rank: {batch.skipped[-1][0]}: {batch.skipped[-1][1]}" if batch.skipped else ""
+            raise BadVideoLimitError(
+                f"{total} samples had unusable videos, more than max_bad_videos={self.hparams.max_bad_videos}{last}"
+            )
+        batch.skipped_total = total
         return batch
 
     def state_dict(self) -> dict[str, Any]:

@@ -45,6 +45,7 @@ def test_open_ended_answer_kept():
 def test_embedded_options_need_a_full_lettered_run():
     assert split_embedded_options("Q?\nB. x\nC. y") == ("Q?\nB. x\nC. y", ())
     assert split_embedded_options("Q?\nOptions:\nA. x\nB. y") == ("Q?", ("x", "y"))
+    assert split_embedded_options("A. x\nB. y") == ("A. x\nB. y", ())  # nothing but options
 
 
 @pytest.mark.parametrize(
@@ -61,6 +62,8 @@ def test_embedded_options_need_a_full_lettered_run():
         ('{"video": "a.mp4", "question": "q", "answer": "A", "options": "x,y"}', "options", "list of non-empty"),
         ('{"video": "a.mp4", "question": "q", "answer": "A", "start": 5, "end": 2}', "end", "greater than start"),
         ('{"video": "a.mp4", "question": "q", "answer": "A", "start": "soon"}', "start", "number of seconds"),
+        ('{"video": "a.mp4", "question": "q", "answer": "A", "start": NaN}', "start", "finite"),
+        ('{"video": "a.mp4", "question": "q", "answer": "A", "end": Infinity}', "end", "finite"),
         ('{"video": "a.mp4", "question": "q", "answer": "<answer> </answer>"}', "answer", "empty"),
         ('{"video": "a.mp4", "question": "  ", "answer": "A"}', "question", "must not be empty"),
     ],

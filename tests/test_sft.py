@@ -47,14 +47,19 @@ def test_sft_trains_checkpoints_and_resumes(arch, tmp_path, tiny_checkpoints, sy
 
 
 def test_unfrozen_vision_tower_trains_and_export_loads(tmp_path, tiny_checkpoints, synth_dir):
-    trainer, module, data = sft_run(tmp_path, tiny_checkpoints["qwen2_vl"], synth_dir, max_steps=2, freeze_vision=False)
+    from lightning_longrl.callbacks import HFExport
+
+    export = HFExport("hf")
+    trainer, module, data = sft_run(tmp_path, tiny_checkpoints["qwen2_vl"], synth_dir, max_steps=2, freeze_vision=False,
+                                    trainer_kwargs={"callbacks": [export]})
     module.configure_model()
     before = snapshot(module)
     trainer.fit(module, data)
     after = snapshot(module)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("hf.model.visual"))
-    exported = module.export_pretrained(tmp_path / "export")
-    reloaded = VideoLanguageModel.from_pretrained(exported)
+    assert export.exported == tmp_path / "logs" / "version_0" / "hf"
+    reloaded = VideoLanguageModel.from_pretrained(export.exported)
+    assert reloaded.state_dict().keys() == after.keys()
     for key, value in reloaded.state_dict().items():
         assert torch.equal(value, after[key]), key
 
@@ -69,8 +74,9 @@ def test_generation_test_loop_reports_accuracy_and_format(tmp_path, tiny_checkpo
 
 def test_lr_schedule_shapes():
     cosine = LRSchedule(warmup_steps=2, decay="cosine", min_lr_ratio=0.1)
-    assert [round(cosine.factor(s, 10), 3) for s in (0, 1, 2, 10)] == [0.5, 1.0, 1.0, 0.1]
-    assert LRSchedule(decay="linear").factor(5, 10) == pytest.approx(0.5)
+    assert [round(cosine.factor(s, 10), 3) for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 0.1]  # step 9 is the last of 10
+    assert LRSchedule(decay="linear").factor(5, 11) == pytest.approx(0.5)
+    assert LRSchedule(decay="linear", min_lr_ratio=0.2).factor(10, 11) == pytest.approx(0.2)
     assert LRSchedule().factor(7, 10) == 1.0
 
 

@@ -113,6 +113,18 @@ def test_frame_size_fits_budget_and_multiple(hw, budget, multiple):
     assert abs(h / w - hw[0] / hw[1]) / (hw[0] / hw[1]) < 0.35
 
 
+@pytest.mark.parametrize(("hw", "budget"), [((10, 1500), 56 * 56), ((2000, 40), 224 * 224), ((28, 5000), 448 * 448)])
+def test_extreme_aspect_ratios_stay_within_budget(hw, budget):
+    sampling = FrameSampling(max_pixels=budget, min_pixels=28 * 28)
+    h, w = fit_frame_size(*hw, sampling)
+    assert h * w <= budget and h % 28 == 0 and w % 28 == 0 and min(h, w) == 28
+
+
+def test_aspect_ratio_beyond_200_is_rejected():
+    with pytest.raises(ValueError, match="aspect ratio"):
+        fit_frame_size(10, 2500, FrameSampling())
+
+
 def test_budget_resizes_decoded_frames(counter_video):
     clip = read_video(counter_video, FrameSampling(num_frames=2, max_pixels=28 * 28))
     assert clip.frames.shape[1:] == (28, 28, 3)
@@ -165,3 +177,24 @@ def test_primary_reader_can_be_pyav(counter_video):
     assert clip.backend == "pyav"
     with pytest.raises(ValueError, match="reader must be"):
         FrameSampling(reader="opencv")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_frames", [3, 4, 9])
+def test_pyav_reader_terminates_with_keyframes_further_apart_than_the_seek_gap(tmp_path, num_frames):
+    """x264's default GOP is ~10 s; seeking to a target whose keyframe lies far before it must not loop."""
+    fps, count = 10, 200
+    path = tmp_path / "long_gop.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width = stream.height = 64
+        stream.pix_fmt, stream.gop_size = "yuv420p", 300  # a single keyframe
+        for i in range(count):
+            frame = np.full((64, 64, 3), i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    clip = video_io._read_with_pyav(str(path), FrameSampling(num_frames=num_frames, max_pixels=64 * 64), None, None, 1)
+    decord_clip = read_video(path, FrameSampling(num_frames=num_frames, max_pixels=64 * 64))
+    assert np.allclose(clip.timestamps, decord_clip.timestamps, atol=1e-5)  # same frames, targets on frame boundaries
+    levels = clip.frames.reshape(num_frames, -1).mean(1)
+    assert np.abs(levels - clip.timestamps * fps).max() <= 2

@@ -175,3 +175,23 @@ def test_embed_rejects_mismatched_video(loaded_models, synth_dir):
     short = VideoEmbeddings(video.embeds[:-1], video.grid_thw)
     with pytest.raises(ValueError, match="video tokens"):
         model.embed(batch.input_ids, batch.attention_mask, short)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"max_new_tokens": 0}, "max_new_tokens"), ({"top_p": 0.0}, "top_p"),
+                                                 ({"temperature": -1.0}, "temperature")])
+def test_generate_rejects_bad_arguments(kwargs, message, loaded_models, synth_dir):
+    model = loaded_models["qwen2_vl"]
+    batch = make_batch(model, synth_dir, "prompt", indices=(0,))
+    inputs = model.embed(batch.input_ids, batch.attention_mask,
+                         model.encode_video(batch.pixel_values_videos, batch.video_grid_thw))
+    with pytest.raises(ValueError, match=message):
+        model.generate(inputs, **{"max_new_tokens": 4, **kwargs})
+
+
+def test_top_p_keeps_the_nucleus_in_vocabulary_order():
+    from lightning_longrl.models.video_lm import _filter_logits
+
+    logits = torch.log(torch.tensor([[0.05, 0.5, 0.05, 0.3, 0.1]]))
+    kept = _filter_logits(logits, top_p=0.75, top_k=0).isfinite()[0].tolist()
+    assert kept == [False, True, False, True, False]  # 0.5 + 0.3 crosses 0.75
+    assert _filter_logits(logits, top_p=1.0, top_k=2).isfinite()[0].tolist() == [False, True, False, True, False]

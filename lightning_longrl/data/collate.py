@@ -108,6 +108,11 @@ class VideoQACollator:
         self.include_subtitles = include_subtitles
         self.max_length = max_length
         self.temporal_patch_size = processor.video_processor.temporal_patch_size
+        tokenizer = processor.tokenizer
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the model's tokenizer has no pad token; set one (Qwen uses <|endoftext|>)")
+        if tokenizer.convert_tokens_to_ids(prompts.END_OF_TURN) in (None, tokenizer.unk_token_id):
+            raise ValueError(f"the model's tokenizer has no {prompts.END_OF_TURN} token; only Qwen chat tokenizers are supported")
 
     def prompt_text(self, record: VideoQARecord) -> str:
         messages = prompts.build_messages(record, self.think, self.include_subtitles)
@@ -124,7 +129,7 @@ class VideoQACollator:
         types = out["mm_token_type_ids"][0]
         labels = None
         if self.mode == "sft":
-            target = prompts.format_response(sample.record, self.think) + self.processor.tokenizer.eos_token
+            target = prompts.format_response(sample.record, self.think) + prompts.END_OF_TURN
             response = torch.tensor(self.processor.tokenizer(target, add_special_tokens=False)["input_ids"], dtype=ids.dtype)
             labels = torch.cat([torch.full_like(ids, IGNORE_INDEX), response])
             ids = torch.cat([ids, response])

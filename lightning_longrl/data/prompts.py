@@ -11,6 +11,9 @@ from typing import Any, NamedTuple
 
 from lightning_longrl.data.records import OPTION_LETTERS, VideoQARecord
 
+END_OF_TURN = "<|im_end|>"
+"""Qwen's end-of-turn token: appended to SFT targets and the stop token of generation."""
+
 SYSTEM_PROMPT = "You are a helpful assistant who watches long videos carefully and reasons about them."
 
 THINK_INSTRUCTION = (

@@ -11,6 +11,7 @@ Two on-disk shapes are accepted (see ``docs/data_format.md``):
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ def parse_record(raw: Any, path: str | Path = "<memory>", line: int = 0) -> Vide
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail(name, f"expected a number of seconds, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise fail(name, f"must be a finite number of seconds, got {value}")
         if value < 0:
             raise fail(name, f"must be >= 0, got {value}")
         return float(value)
@@ -254,7 +257,9 @@ def split_embedded_options(question: str) -> tuple[str, tuple[str, ...]]:
     stem = "\n".join(lines[:first]).strip()
     if stem.lower().endswith("options:"):
         stem = stem[: -len("options:")].strip()
-    return (stem or question), tuple(options)
+    if not stem:  # nothing but options: not a question we can split
+        return question, ()
+    return stem, tuple(options)
 
 
 _LETTER_PREFIX = re.compile(r"^\s*\(?([A-Z])[\.\):]\s+")
@@ -304,5 +309,7 @@ def _parse_subtitles(value: Any, fail: Any) -> tuple[Subtitle, ...]:
             start, end = float(item.get("start", 0.0)), float(item.get("end", float("inf")))
         except (TypeError, ValueError):
             raise fail("subtitles", f"item {i}: 'start'/'end' must be numbers") from None
+        if math.isnan(start) or math.isnan(end) or math.isinf(start):
+            raise fail("subtitles", f"item {i}: 'start'/'end' must be finite numbers of seconds")
         subtitles.append(Subtitle(start, end, item["text"].strip()))
     return tuple(subtitles)

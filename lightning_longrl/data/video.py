@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 MAX_FRAMES = 8192
 """Upper bound on frames per video (the paper's longest setting)."""
 
+TIME_TOLERANCE = 1e-4
+"""Seconds: a target this close before a frame's start already counts as that frame (decord reports
+timestamps in float32, so a frame starting at 10.0 s may read as 9.9999996 s)."""
+
 SEEK_GAP_SECONDS = 3.0
 """PyAV reader: seek rather than decode through gaps between targets longer than this."""
 
@@ -92,13 +96,28 @@ def target_times(sampling: FrameSampling, clip_start: float, clip_end: float) ->
     return clip_start + (np.arange(count, dtype=np.float64) + 0.5) * (span / count)
 
 
+MAX_ASPECT_RATIO = 200
+
+
 def fit_frame_size(height: int, width: int, sampling: FrameSampling) -> tuple[int, int]:
-    """Output (height, width): aspect ratio kept, sides multiples of ``size_multiple``, pixel count in budget."""
+    """Output (height, width): aspect ratio kept, sides multiples of ``size_multiple``, pixel count in budget.
+
+    Raises:
+        ValueError: the aspect ratio exceeds 200 (as Qwen's own resizing rejects).
+    """
+    if max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+        raise ValueError(f"frame aspect ratio {max(height, width) / min(height, width):.0f} exceeds {MAX_ASPECT_RATIO}")
     m = sampling.size_multiple
     h, w = max(m, round(height / m) * m), max(m, round(width / m) * m)
     if h * w > sampling.max_pixels:
         beta = math.sqrt(height * width / sampling.max_pixels)
         h, w = max(m, math.floor(height / beta / m) * m), max(m, math.floor(width / beta / m) * m)
+        # a side held at its minimum leaves the whole budget to the other one
+        if h * w > sampling.max_pixels:
+            if h == m:
+                w = max(m, sampling.max_pixels // (h * m) * m)
+            else:
+                h = max(m, sampling.max_pixels // (w * m) * m)
     elif h * w < sampling.min_pixels:
         beta = math.sqrt(sampling.min_pixels / (height * width))
         h, w = math.ceil(height * beta / m) * m, math.ceil(width * beta / m) * m
@@ -187,15 +206,16 @@ def _read_with_decord(
         raise RuntimeError("no frames")
     fps = float(reader.get_avg_fps() or 0.0) or 25.0
     spans = np.asarray(reader.get_frame_timestamp(np.arange(count)), dtype=np.float64).reshape(count, 2)
-    starts = spans[:, 0]
+    starts = np.round(spans[:, 0], 6)  # float32 from decord; microseconds are plenty
     if not _frame_starts_are_sane(starts):
         log.warning("%s: decord reports unusable frame timestamps; timing frames by the average rate %.3f fps", path, fps)
         starts = np.arange(count, dtype=np.float64) / fps
-    frame_len = float(np.median(np.diff(starts))) if count > 1 else 1.0 / fps
-    last_end = starts[-1] + frame_len
+    last_end = float(spans[-1, 1])
+    if not (np.isfinite(last_end) and last_end > starts[-1]):
+        last_end = float(starts[-1]) + 1.0 / fps
     clip_start, clip_end = _clip_bounds(starts[0], last_end, start, end, path)
     targets = target_times(sampling, clip_start, clip_end)
-    indices = np.clip(np.searchsorted(starts, targets, side="right") - 1, 0, count - 1)
+    indices = np.clip(np.searchsorted(starts, targets + TIME_TOLERANCE, side="right") - 1, 0, count - 1)
 
     unique, inverse = np.unique(indices, return_inverse=True)
     decoded: np.ndarray | None = None
@@ -236,10 +256,11 @@ def _read_with_pyav(
 
         picker = _FramePicker(targets, sampling)
         gap = max(SEEK_GAP_SECONDS, 2.0 / fps)
-        position = clip_start
+        position, sought = clip_start, -math.inf
         while True:
-            if position > first + gap:  # jump close to the next target instead of decoding up to it
+            if position > first + gap:  # jump to the keyframe before the next target instead of decoding up to it
                 container.seek(int(position / stream.time_base), stream=stream, backward=True, any_frame=False)
+                sought = position
             jumped = False
             for frame in container.decode(stream):
                 if frame.time is None:
@@ -248,7 +269,10 @@ def _read_with_pyav(
                 if picker.offer(t, frame):
                     break
                 upcoming = picker.upcoming()
-                if upcoming is not None and upcoming - t > gap:
+                # Seek only towards a target not sought before: when keyframes are further apart than
+                # the gap, the keyframe before a target is itself far from it, and seeking to the same
+                # target again would loop forever.
+                if upcoming is not None and upcoming - t > gap and upcoming > sought:
                     position, jumped = upcoming, True
                     break
             if not jumped:
@@ -292,16 +316,16 @@ class _FramePicker:
 
     def offer(self, time: float, frame: object) -> bool:
         """Take the next decoded frame; returns True once every target has its frame."""
+        if self._held is None:  # targets before the first frame take the first frame
+            self._held = (time, frame)
         targets = self.targets
-        while self._held is not None and self.next_target < len(targets) and targets[self.next_target] < time:
+        while self.next_target < len(targets) and targets[self.next_target] < time - TIME_TOLERANCE:
             self._emit_held()
         if self.next_target >= len(targets):
             return True
-        first = self._held is None
-        self._held, self._held_at = (time, frame), None
-        while first and self.next_target < len(targets) and targets[self.next_target] < time:
-            self._emit_held()
-        return self.next_target >= len(targets)
+        if self._held[1] is not frame:
+            self._held, self._held_at = (time, frame), None
+        return False
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         if self._held is None:

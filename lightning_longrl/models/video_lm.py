@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lightning_longrl.data.prompts import END_OF_TURN
 from lightning_longrl.models.mrope import mrope_position_ids
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,8 @@ class VideoLanguageModel(nn.Module):
 
     @property
     def eos_token_id(self) -> int:
-        return self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        """The end-of-turn token that ends a response (the same one SFT targets end with)."""
+        return self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
 
     @property
     def pad_token_id(self) -> int:
@@ -305,10 +307,18 @@ class VideoLanguageModel(nn.Module):
         Args:
             inputs: prompts, left-padded (the last position of every row is a real token).
             max_new_tokens: length limit of each continuation.
-            temperature, top_p, top_k: sampling controls (``top_k=0`` disables top-k).
+            temperature, top_p, top_k: sampling controls (``top_k=0`` disables top-k; a
+                temperature of 0 means greedy).
             greedy: take the arg-max token instead of sampling.
             generator: random generator for reproducible sampling.
         """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if temperature < 0 or top_k < 0:
+            raise ValueError(f"temperature and top_k must be >= 0, got {temperature} and {top_k}")
+        greedy = greedy or temperature == 0
         if not bool(inputs.attention_mask[:, -1].all()):
             raise ValueError("generate() needs left-padded prompts (every row must end with a real token)")
         batch = inputs.inputs_embeds.shape[0]

@@ -16,7 +16,7 @@ class LRSchedule:
     warmup_steps: int = 0
     """Steps of linear warmup from 0 to the optimizer's learning rate."""
     decay: Literal["constant", "cosine", "linear"] = "constant"
-    """Shape after warmup, down to ``min_lr_ratio`` at the last step."""
+    """Shape after warmup, reaching ``min_lr_ratio`` at the last step (``total_steps - 1``)."""
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of the peak."""
 
@@ -25,7 +25,7 @@ class LRSchedule:
             return (step + 1) / self.warmup_steps
         if self.decay == "constant" or total_steps <= self.warmup_steps:
             return 1.0
-        progress = min(1.0, (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps))
+        progress = min(1.0, (step - self.warmup_steps) / max(1, total_steps - 1 - self.warmup_steps))
         shape = 0.5 * (1 + math.cos(math.pi * progress)) if self.decay == "cosine" else 1 - progress
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * shape
 

@@ -69,10 +69,12 @@ class SFTModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
 
-    def training_step(self, batch: VideoBatch, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: VideoBatch, batch_idx: int) -> torch.Tensor:
         self.log("data/skipped_videos", float(batch.skipped_total))
         if len(batch) == 0:
-            return None  # every video of this batch was unusable; nothing to learn from
+            # Every sample of this batch was skipped. A zero loss that touches every trainable
+            # parameter keeps data-parallel ranks running the same backward and gradient all-reduce.
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         loss, targets = self._loss(batch)
         size = len(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -87,19 +89,19 @@ class SFTModule(L.LightningModule):
             self.log("train/tokens_per_s", float(batch.attention_mask.sum()) / elapsed, batch_size=len(batch))
 
     def validation_step(self, batch: VideoBatch, batch_idx: int) -> None:
-        if len(batch) == 0:
-            return
-        loss, _ = self._loss(batch)
+        # An empty batch (all samples skipped) still logs, with weight 0, so every rank syncs the same keys.
+        loss = self._loss(batch)[0] if len(batch) else torch.zeros((), device=self.device)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
 
     # ----------------------------------------------------------------------------- generation
     def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
-        if len(batch) == 0:
-            return
-        answered = answer_batch(self.model, batch, self.max_new_tokens)
         size = len(batch)
-        self.log("test/accuracy", sum(answered.correct) / size, batch_size=size, sync_dist=True)
-        self.log("test/format_rate", sum(answered.well_formed) / size, batch_size=size, sync_dist=True)
+        correct = well_formed = 0.0
+        if size:
+            answered = answer_batch(self.model, batch, self.max_new_tokens)
+            correct, well_formed = sum(answered.correct) / size, sum(answered.well_formed) / size
+        self.log("test/accuracy", correct, batch_size=size, sync_dist=True)
+        self.log("test/format_rate", well_formed, batch_size=size, sync_dist=True)
 
     def predict_step(self, batch: VideoBatch, batch_idx: int) -> list[dict[str, Any]]:
         if len(batch) == 0:
@@ -119,10 +121,20 @@ class SFTModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -------------------------------------------------------------------------------- export
-    def export_pretrained(self, path: str | Path) -> Path:
-        """Write the current weights, tokenizer and processor as a Hugging Face folder."""
+    def export_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write weights, tokenizer and processor as a Hugging Face folder.
+
+        Args:
+            path: output folder.
+            state_dict: this module's full state dict (as gathered by the strategy when the
+                weights are sharded); the model's own weights when ``None``.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.hf.save_pretrained(path)
+        weights = None
+        if state_dict is not None:
+            prefix = "model.hf."
+            weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        self.model.hf.save_pretrained(path, state_dict=weights)
         self.processor.save_pretrained(path)
         return path
