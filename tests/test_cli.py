@@ -56,6 +56,12 @@ def test_synth_tiny_model_and_fit_from_the_command_line(tmp_path):
     assert list((tmp_path / "runs/demo/sft/version_0").glob("events.out.tfevents.*"))
     assert (tmp_path / "runs/demo/sft/version_0/checkpoints/last.ckpt").is_file()
     assert (tmp_path / "runs/demo/sft/version_0/hf_model/model.safetensors").is_file()
+    # evaluating the trained checkpoint, as scripts/demo.sh does (the CLI reads its hyper-parameters)
+    test = run("test", "--config", "configs/demo/sft.yaml", "--trainer.logger", "false",
+               "--ckpt_path", "runs/demo/sft/version_0/checkpoints/last.ckpt", "--model.init_args.max_new_tokens", "4",
+               "--data.init_args.num_frames", "8", "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false")
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "test/accuracy" in test.stdout and "test/format_rate" in test.stdout
 
 
 def test_missing_checkpoint_folder_is_explained(tmp_path):

@@ -12,11 +12,17 @@ def checkpoint(tiny_checkpoints):
     return tiny_checkpoints["qwen2_vl"]
 
 
+def edit_train_line(data_dir, index, old, new):
+    """Replace text on one line (0-based) of the copied train.jsonl."""
+    path = data_dir / "train.jsonl"
+    lines = path.read_text().splitlines()
+    lines[index] = lines[index].replace(old, new)
+    path.write_text("\n".join(lines) + "\n")
+
+
 def test_malformed_record_stops_before_training(tmp_path, checkpoint, synth_dir):
     data_dir = copy_dataset_with(synth_dir, tmp_path / "data", {})
-    lines = (data_dir / "train.jsonl").read_text().splitlines()
-    lines[4] = lines[4].replace('"options": [', '"options": 7, "x": [')
-    (data_dir / "train.jsonl").write_text("\n".join(lines) + "\n")
+    edit_train_line(data_dir, 4, '"options": [', '"options": 7, "x": [')
     trainer, module, data = sft_run(tmp_path, checkpoint, data_dir)
     with pytest.raises(RecordError, match=r"train.jsonl:5: field 'options'"):
         trainer.fit(module, data)
@@ -25,9 +31,7 @@ def test_malformed_record_stops_before_training(tmp_path, checkpoint, synth_dir)
 
 def test_sft_needs_reasoning_on_every_record(tmp_path, checkpoint, synth_dir):
     data_dir = copy_dataset_with(synth_dir, tmp_path / "data", {})
-    lines = (data_dir / "train.jsonl").read_text().splitlines()
-    lines[2] = lines[2].replace('"reasoning"', '"notes"')
-    (data_dir / "train.jsonl").write_text("\n".join(lines) + "\n")
+    edit_train_line(data_dir, 2, '"reasoning"', '"notes"')
     trainer, module, data = sft_run(tmp_path, checkpoint, data_dir)
     with pytest.raises(ValueError, match=r"train.jsonl: 1 record\(s\) have no 'reasoning'"):
         trainer.fit(module, data)

@@ -2,6 +2,7 @@ import lightning as L
 import pytest
 import torch
 
+from lightning_longrl import SFTModule
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.stages.optim import LRSchedule
 from helpers import sft_run
@@ -42,8 +43,13 @@ def test_sft_trains_checkpoints_and_resumes(arch, tmp_path, tiny_checkpoints, sy
     resumed_trainer.fit(resumed, data2, ckpt_path=ckpt)
     assert start.step == 3 and resumed_trainer.global_step == 5
     # resuming restored the trained weights (not the initial ones) before continuing
-    restored = torch.load(ckpt, weights_only=False)["state_dict"]
-    assert torch.equal(restored["model.hf.lm_head.weight"], after["hf.lm_head.weight"])
+    restored = torch.load(ckpt, weights_only=True)  # plain hyper-parameters: loads without unpickling classes
+    assert torch.equal(restored["state_dict"]["model.hf.lm_head.weight"], after["hf.lm_head.weight"])
+    assert restored["hyper_parameters"]["_class_path"] == "lightning_longrl.stages.sft.SFTModule"
+    assert restored["hyper_parameters"]["model"]["path"] == str(tiny_checkpoints[arch])
+    loaded = SFTModule.load_from_checkpoint(ckpt)
+    assert loaded.model_config.path == str(tiny_checkpoints[arch])
+    assert torch.equal(loaded.model.hf.lm_head.weight, after["hf.lm_head.weight"])
 
 
 def test_unfrozen_vision_tower_trains_and_export_loads(tmp_path, tiny_checkpoints, synth_dir):

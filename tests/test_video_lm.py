@@ -8,6 +8,7 @@ from lightning_longrl.data.dataset import VideoQADataset
 from lightning_longrl.data.video import FrameSampling
 from lightning_longrl.models.tiny import ARCHITECTURES
 from lightning_longrl.models.video_lm import VideoEmbeddings
+from lightning_longrl.stages.batch_ops import embed_batch
 
 TOL = 1e-5
 
@@ -82,13 +83,8 @@ def test_right_padding_does_not_change_logprobs(arch, loaded_models, synth_dir):
     for row, index in enumerate((0, 3)):
         alone = make_batch(model, synth_dir, "sft", indices=(index,))
         mask = alone.labels != IGNORE_INDEX
-        single = model.token_logprobs(
-            model.embed(alone.input_ids, alone.attention_mask, model.encode_video(alone.pixel_values_videos, alone.video_grid_thw),
-                        alone.second_per_grid_ts), alone.input_ids, mask)
-        both_mask = together.labels != IGNORE_INDEX
-        video = model.encode_video(together.pixel_values_videos, together.video_grid_thw)
-        both = model.token_logprobs(model.embed(together.input_ids, together.attention_mask, video, together.second_per_grid_ts),
-                                    together.input_ids, both_mask)
+        single = model.token_logprobs(embed_batch(model, alone), alone.input_ids, mask)
+        both = model.token_logprobs(embed_batch(model, together), together.input_ids, together.labels != IGNORE_INDEX)
         n = alone.input_ids.shape[1]
         assert (both[row, :n] - single[0]).abs().max().item() <= TOL
 
@@ -140,9 +136,7 @@ def test_sampled_logprobs_equal_teacher_forced(arch, loaded_models, synth_dir):
 def test_greedy_generation_matches_teacher_forced_argmax(arch, loaded_models, synth_dir):
     model = loaded_models[arch]
     batch = make_batch(model, synth_dir, "prompt", indices=(0, 3))
-    inputs = model.embed(batch.input_ids, batch.attention_mask,
-                         model.encode_video(batch.pixel_values_videos, batch.video_grid_thw), batch.second_per_grid_ts)
-    greedy = model.generate(inputs, max_new_tokens=16, greedy=True)
+    greedy = model.generate(embed_batch(model, batch), max_new_tokens=16, greedy=True)
     ids = torch.cat([batch.input_ids, greedy.tokens], 1)
     mask = torch.cat([batch.attention_mask, greedy.mask.long()], 1)
     video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
@@ -158,9 +152,7 @@ def test_greedy_generation_matches_hf_generate(arch, loaded_models, synth_dir):
     """Where transformers' own positions follow the reference rule, its generate() agrees with ours."""
     model = loaded_models[arch]
     batch = make_batch(model, synth_dir, "prompt", indices=(0, 3))
-    inputs = model.embed(batch.input_ids, batch.attention_mask,
-                         model.encode_video(batch.pixel_values_videos, batch.video_grid_thw), batch.second_per_grid_ts)
-    ours = model.generate(inputs, max_new_tokens=16, greedy=True).tokens
+    ours = model.generate(embed_batch(model, batch), max_new_tokens=16, greedy=True).tokens
     model.hf.model.rope_deltas = None
     theirs = model.hf.generate(**hf_kwargs(model, batch), do_sample=False, max_new_tokens=16,
                                pad_token_id=model.pad_token_id, eos_token_id=model.eos_token_id)
@@ -182,10 +174,8 @@ def test_embed_rejects_mismatched_video(loaded_models, synth_dir):
 def test_generate_rejects_bad_arguments(kwargs, message, loaded_models, synth_dir):
     model = loaded_models["qwen2_vl"]
     batch = make_batch(model, synth_dir, "prompt", indices=(0,))
-    inputs = model.embed(batch.input_ids, batch.attention_mask,
-                         model.encode_video(batch.pixel_values_videos, batch.video_grid_thw))
     with pytest.raises(ValueError, match=message):
-        model.generate(inputs, **{"max_new_tokens": 4, **kwargs})
+        model.generate(embed_batch(model, batch), **{"max_new_tokens": 4, **kwargs})
 
 
 def test_top_p_keeps_the_nucleus_in_vocabulary_order():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.models.config import ModelConfig, load_model, load_processor
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.stages.batch_ops import answer_batch, sft_token_logprobs
+from lightning_longrl.stages.hparams import portable_hparams
 from lightning_longrl.stages.optim import LRSchedule
 
 
@@ -42,8 +42,7 @@ class SFTModule(L.LightningModule):
         # from a checkpoint's hyper-parameters the configs come back as plain dicts
         model = ModelConfig(**model) if isinstance(model, dict) else model
         lr_schedule = LRSchedule(**lr_schedule) if isinstance(lr_schedule, dict) else (lr_schedule or LRSchedule())
-        # plain types only: checkpoints are loaded with torch.load(weights_only=True)
-        self.save_hyperparameters({"model": asdict(model), "lr_schedule": asdict(lr_schedule), "max_new_tokens": max_new_tokens})
+        self.save_hyperparameters(ignore=["optimizer"])  # made checkpoint-safe in on_save_checkpoint
         self.model_config = model
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule
@@ -111,6 +110,9 @@ class SFTModule(L.LightningModule):
             {"id": r.id, "response": text, "prediction": pred, "answer": r.answer, "correct": ok}
             for r, text, pred, ok in zip(batch.records, answered.responses, answered.predictions, answered.correct)
         ]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        portable_hparams(checkpoint, self)
 
     # ------------------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> dict[str, Any]:

@@ -1,0 +1,26 @@
+"""Hyper-parameters in checkpoints: plain types only, with the module's class path."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import lightning as L
+
+
+def portable_hparams(checkpoint: dict[str, Any], module: L.LightningModule) -> None:
+    """Make ``checkpoint["hyper_parameters"]`` loadable anywhere, in place.
+
+    * Dataclass values (``ModelConfig``, ``LRSchedule`` given from Python) become dicts, since
+      checkpoints are read with ``torch.load(weights_only=True)``, which refuses arbitrary classes.
+    * ``_class_path`` is recorded when the module was not built by LightningCLI (which records it
+      itself), so ``lightning-longrl test --ckpt_path ...`` can map the hyper-parameters back onto
+      the config's ``model`` block.
+    """
+    hparams = checkpoint.get("hyper_parameters")
+    if hparams is None:
+        return
+    for key, value in list(hparams.items()):
+        if is_dataclass(value) and not isinstance(value, type):
+            hparams[key] = asdict(value)
+    hparams.setdefault("_class_path", f"{type(module).__module__}.{type(module).__qualname__}")
