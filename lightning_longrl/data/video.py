@@ -225,9 +225,9 @@ def _read_with_decord(
         if decoded is None:  # the first frame tells the native size, hence the output size and chunk length
             out_size = fit_frame_size(batch.shape[1], batch.shape[2], sampling)
             decoded = np.empty((len(unique), *out_size, 3), dtype=np.uint8)
+            step = _chunk_len(batch.shape[1], batch.shape[2], sampling)
         resize_frames(batch, out_size, out=decoded[lo : lo + len(batch)])
         lo += len(batch)
-        step = _chunk_len(batch.shape[1], batch.shape[2], sampling)
         del batch
     return VideoClip(decoded[inverse], starts[indices], float(last_end - starts[0]), fps, "decord")
 
