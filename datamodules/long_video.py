@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Literal
 
 import lightning as L
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 from lightning_longrl.data.collate import VideoBatch, VideoQACollator
 from lightning_longrl.data.dataset import VideoQADataset
 from lightning_longrl.data.video import FrameSampling
+from lightning_longrl.datamodules.resumable import ResumableDataLoader, ResumableSampler
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class LongVideoDataModule(L.LightningDataModule):
         max_length: drop (and count) samples whose token count exceeds this.
         max_bad_videos: unreadable or empty videos are skipped with a warning until more than
             this many have been seen, then the run stops with an error.
+        shuffle_seed: seed of the training data order (shuffled per epoch from ``(seed, epoch)``, and
+            resumable mid-epoch from a checkpoint); default: the seed given to ``seed_everything``.
         processor: the model's processor; by default the LightningModule's.
     """
 
@@ -73,6 +77,7 @@ class LongVideoDataModule(L.LightningDataModule):
         include_subtitles: bool = True,
         max_length: int | None = None,
         max_bad_videos: int = 10,
+        shuffle_seed: int | None = None,
         processor: Any = None,
     ) -> None:
         super().__init__()
@@ -86,6 +91,8 @@ class LongVideoDataModule(L.LightningDataModule):
         self.bad_videos = 0
         self._bad_ids: set[str] = set()
         self.datasets: dict[str, VideoQADataset] = {}
+        self._train_loader: ResumableDataLoader | None = None
+        self._resume_position: dict[str, int] | None = None  # from a checkpoint, for the next train loader
         # validate the sampling settings now rather than in a worker
         self._sampling(28)
 
@@ -136,10 +143,26 @@ class LongVideoDataModule(L.LightningDataModule):
             self._processor(), mode=self._collate_mode(stage), think=hp.think,
             include_subtitles=hp.include_subtitles, max_length=hp.max_length,
         )
-        return DataLoader(
-            self.dataset(stage), batch_size=batch_size, shuffle=shuffle, num_workers=hp.num_workers,
-            collate_fn=collate, persistent_workers=hp.num_workers > 0 and stage == "fit",
-        )
+        kwargs = {"batch_size": batch_size, "num_workers": hp.num_workers, "collate_fn": collate,
+                  "persistent_workers": hp.num_workers > 0 and stage == "fit"}
+        if stage != "fit":
+            return DataLoader(self.dataset(stage), shuffle=shuffle, **kwargs)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        seed = hp.shuffle_seed if hp.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        sampler = ResumableSampler(self.dataset(stage), shuffle=shuffle, seed=seed, num_replicas=world, rank=rank)
+        self._train_loader = ResumableDataLoader(self.dataset(stage), sampler, self._train_batches_done, **kwargs)
+        if self._resume_position is not None:
+            # Lightning may build the loader (to count steps for the LR schedule) before it would
+            # restore a stateful loader; applying the checkpoint's position here covers both orders
+            self._train_loader.load_state_dict(self._resume_position)
+            self._resume_position = None
+        return self._train_loader
+
+    def _train_batches_done(self) -> int:
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     # ------------------------------------------------------------------------ lightning hooks
     def setup(self, stage: str) -> None:
@@ -185,8 +208,12 @@ class LongVideoDataModule(L.LightningDataModule):
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bad_videos": self.bad_videos, "bad_ids": sorted(self._bad_ids)}
+        state: dict[str, Any] = {"bad_videos": self.bad_videos, "bad_ids": sorted(self._bad_ids)}
+        if self._train_loader is not None:
+            state["train_position"] = self._train_loader.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.bad_videos = int(state_dict.get("bad_videos", 0))
         self._bad_ids = set(state_dict.get("bad_ids", []))
+        self._resume_position = state_dict.get("train_position")

@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from lightning_longrl.stages.grpo import GRPOModule  # noqa: E402
 from lightning_longrl.stages.sft import SFTModule  # noqa: E402
 
-__all__ = ["SFTModule", "__version__"]
+__all__ = ["GRPOModule", "SFTModule", "__version__"]

@@ -24,6 +24,7 @@ Training and evaluation (LightningCLI; `lightning-longrl <command> --help` for o
 Data and models:
   synth        write synthetic long videos with reasoning questions (train/val/test JSONL)
   tiny-model   write a tiny random Qwen-VL checkpoint (tokenizer and processor included)
+  table        per-category accuracy table from test metrics:  table untrained=a.json sft=b.json
 """
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -35,6 +36,8 @@ def _quiet_environment() -> None:
     # Lightning 2.6 triggers these deprecations inside its own code; users cannot act on them.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*add_instantiator.*")
+    # GRPO's frozen reference model is in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode.*")
 
 
 def run_lightning(args: Sequence[str] | None) -> None:
@@ -109,6 +112,15 @@ def run_tiny_model(args: Sequence[str]) -> None:
     print(f"tiny {cfg.spec.arch} checkpoint in {path}")
 
 
+def run_table(args: Sequence[str]) -> None:
+    from lightning_longrl.report import accuracy_table, load_metrics
+
+    if not args or any("=" not in a for a in args):
+        raise SystemExit("usage: lightning-longrl table NAME=metrics.json [NAME=metrics.json ...]")
+    runs = [(name, load_metrics(path)) for name, path in (a.split("=", 1) for a in args)]
+    print(accuracy_table(runs))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     _quiet_environment()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -122,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_synth(rest)
     elif command == "tiny-model":
         run_tiny_model(rest)
+    elif command == "table":
+        run_table(rest)
     else:
         print(f"lightning-longrl: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)

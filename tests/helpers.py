@@ -44,3 +44,52 @@ def copy_dataset_with(data_dir: Path, out: Path, replace_videos: dict[int, str])
     if not (out / "videos").exists():
         (out / "videos").symlink_to(data_dir / "videos")
     return out
+
+
+def grpo_run(tmp_path: Path, checkpoint: Path, data_dir: Path, *, max_steps: int = 2, module_kwargs: dict | None = None,
+             trainer_kwargs: dict | None = None, **data_kwargs):
+    """A CPU trainer, a GRPO module (G=4, short responses) on a tiny checkpoint, and a data module."""
+    import torch
+
+    from lightning_longrl import GRPOModule
+    from lightning_longrl.rl.rollout import SamplingConfig
+
+    kwargs = {
+        "model": ModelConfig(path=str(checkpoint)),
+        "optimizer": lambda params: torch.optim.AdamW(params, lr=1e-3),
+        "sampling": SamplingConfig(num_samples=4, max_new_tokens=12),
+        **(module_kwargs or {}),
+    }
+    module = GRPOModule(**kwargs)
+    data = LongVideoDataModule(**{
+        "train_file": str(data_dir / "train.jsonl"), "val_file": str(data_dir / "val.jsonl"),
+        "num_frames": 8, "max_pixels": 56 * 56, "batch_size": 2, "num_workers": 0, **data_kwargs,
+    })
+    trainer = L.Trainer(**{
+        "accelerator": "cpu", "devices": 1, "max_steps": max_steps, "default_root_dir": str(tmp_path),
+        "logger": L.pytorch.loggers.TensorBoardLogger(str(tmp_path), name="logs"),
+        "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+        "limit_val_batches": 0, "log_every_n_steps": 1, **(trainer_kwargs or {}),
+    })
+    return trainer, module, data
+
+
+def length_parity_reward(response: str, record) -> float:
+    """A test reward with spread on a random model's outputs: 1.0 for an even character count."""
+    return float(len(response) % 2 == 0)
+
+
+PARITY_REWARDS = [{"name": "accuracy", "function": "helpers.length_parity_reward", "weight": 1.0},
+                  {"name": "format", "function": "lightning_longrl.rl.rewards.format_reward", "weight": 0.1}]
+
+
+class MetricsRecorder(L.Callback):
+    """Every training step's logged scalars (for comparing runs step by step)."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+        self.batches: list[list[str]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        self.batches.append([r.id for r in batch.records])

@@ -18,7 +18,7 @@ class ParseOnlyCLI(LightningCLI):
 
 def test_configs_exist():
     names = {str(p.relative_to(p.parents[1])) for p in CONFIGS}
-    assert {"demo/sft.yaml", "qwen2_5_vl_7b/sft.yaml"} <= names
+    assert {"demo/sft.yaml", "demo/grpo.yaml", "qwen2_5_vl_7b/sft.yaml", "qwen2_5_vl_7b/grpo.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))

@@ -58,7 +58,15 @@ def test_parse_response_adversarial(text, well_formed, answer):
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [("B", "B"), ("b", "B"), ("(C)", "C"), ("A. red", "A"), ("D) x", "D"), ("E", None), ("Blue", None),
-     ("", None), (None, None), ("  a  ", "A")],
+     ("", None), (None, None), ("  a  ", "A"), ("B or C", None), ("A B", None), ("B: top", "B")],
 )
 def test_normalize_choice(answer, expected):
     assert normalize_choice(answer, 4) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("B. blue", "B"), ("b) Blue!", "B"), ("blue", "B"), ("A. blue", None), ("B. red", None), ("green", None)],
+)
+def test_normalize_choice_checks_option_text(answer, expected):
+    assert normalize_choice(answer, ["red", "blue", "green light", "grey"]) == expected

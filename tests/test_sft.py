@@ -74,8 +74,14 @@ def test_generation_test_loop_reports_accuracy_and_format(tmp_path, tiny_checkpo
     trainer, module, data = sft_run(tmp_path, tiny_checkpoints["qwen2_vl"], synth_dir, test_file=str(synth_dir / "test.jsonl"))
     module.max_new_tokens = 8
     (metrics,) = trainer.test(module, data)
-    assert set(metrics) == {"test/accuracy", "test/format_rate"}
+    records = data.dataset("test").records
+    categories = {r.category for r in records}
+    assert set(metrics) == {"test/accuracy", "test/format_rate", *(f"test/accuracy/{c}" for c in categories)}
     assert 0.0 <= metrics["test/accuracy"] <= 1.0
+    # the per-category accuracies, weighted by question counts, add up to the overall one
+    counts = {c: sum(r.category == c for r in records) for c in categories}
+    overall = sum(metrics[f"test/accuracy/{c}"] * n for c, n in counts.items()) / len(records)
+    assert overall == pytest.approx(metrics["test/accuracy"], abs=1e-6)
 
 
 def test_lr_schedule_shapes():

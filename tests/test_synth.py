@@ -95,3 +95,16 @@ def test_brief_events_make_accuracy_grow_with_frames(tmp_path):
     assert accuracy[256] == 1.0  # every answer is in the video
     assert accuracy[8] < accuracy[32] < accuracy[256]
     assert accuracy[8] < 0.6
+
+
+@pytest.mark.parametrize("task", sorted(__import__("lightning_longrl.synth.scenes", fromlist=["TASKS"]).TASKS))
+def test_answer_letters_are_balanced(task):
+    """No task may make the option letter guessable: each letter is right 25% +- 10% of the time."""
+    from collections import Counter
+
+    from lightning_longrl.synth.scenes import TASKS
+
+    rng = np.random.default_rng(0)
+    letters = Counter(TASKS[task](rng, 64.0, 2.0).answer for _ in range(400))
+    assert set(letters) == set("ABCD")
+    assert all(0.15 <= n / 400 <= 0.35 for n in letters.values()), letters

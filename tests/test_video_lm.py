@@ -7,7 +7,7 @@ from lightning_longrl.data.collate import IGNORE_INDEX, VideoQACollator
 from lightning_longrl.data.dataset import VideoQADataset
 from lightning_longrl.data.video import FrameSampling
 from lightning_longrl.models.tiny import ARCHITECTURES
-from lightning_longrl.models.video_lm import VideoEmbeddings
+from lightning_longrl.models.video_lm import VideoEmbeddings, VideoLanguageModel
 from lightning_longrl.stages.batch_ops import embed_batch
 
 TOL = 1e-5
@@ -122,12 +122,15 @@ def test_sampled_logprobs_equal_teacher_forced(arch, loaded_models, synth_dir):
     ids = torch.cat([batch.input_ids, sample.tokens], 1)
     mask = torch.cat([batch.attention_mask, sample.mask.long()], 1)
     full = model.embed(ids, mask, video, batch.second_per_grid_ts)
-    # generate() reports log-probs under the temperature-scaled distribution it samples from
+    # generate() reports log-probs under the temperature-scaled distribution it samples from,
+    # which never includes the vision placeholder tokens
     logits = model.hf.lm_head(model.hidden_states(full)[:, :-1]).float() / 0.8
+    logits[..., model.banned_token_ids] = float("-inf")
     forced = torch.zeros(ids.shape)
     forced[:, 1:] = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
     prompt_len = batch.input_ids.shape[1]
     assert sample.mask.sum() > 20
+    assert not torch.isin(sample.tokens, torch.tensor(model.banned_token_ids)).any()
     assert (forced[:, prompt_len:] * sample.mask - sample.logprobs).abs().max().item() <= TOL
 
 
@@ -185,3 +188,19 @@ def test_top_p_keeps_the_nucleus_in_vocabulary_order():
     kept = _filter_logits(logits, top_p=0.75, top_k=0).isfinite()[0].tolist()
     assert kept == [False, True, False, True, False]  # 0.5 + 0.3 crosses 0.75
     assert _filter_logits(logits, top_p=1.0, top_k=2).isfinite()[0].tolist() == [False, True, False, True, False]
+
+
+@torch.no_grad()
+def test_generation_in_training_mode_with_gradient_checkpointing(tiny_checkpoints, synth_dir):
+    """GRPO samples while the policy is in training mode; checkpointed layers there drop the KV
+    cache unless generate() switches to eval mode, which it must also undo afterwards."""
+    model = VideoLanguageModel.from_pretrained(tiny_checkpoints["qwen2_5_vl"]).eval()
+    batch = make_batch(model, synth_dir, "prompt", indices=(0, 3))
+    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
+    inputs = model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+    reference = model.generate(inputs, max_new_tokens=16, greedy=True)
+    model.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    in_training = model.generate(inputs, max_new_tokens=16, greedy=True, num_samples=2)
+    assert model.training
+    assert torch.equal(in_training.tokens[::2], reference.tokens) and torch.equal(in_training.tokens[1::2], reference.tokens)

@@ -7,6 +7,7 @@ the frames' real timestamps, not from a nominal frame rate.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -34,6 +35,8 @@ class VideoBatch:
     labels: Tensor | None  # [B, L] target ids with IGNORE_INDEX outside the response (SFT), else None
     records: list[VideoQARecord]
     timestamps: list[Tensor]  # B x [F] seconds of the sampled frames
+    video_keys: list[str] = field(default_factory=list)  # B keys naming each video's sampled frames (cache key)
+    decode_seconds: float = 0.0  # summed wall time the workers spent decoding these videos
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (record id, reason) dropped from this batch
     skipped_total: int = 0  # running count of skipped videos, set by the data module
 
@@ -71,6 +74,16 @@ def timing_metadata(timestamps: np.ndarray, height: int, width: int):
         total_num_frames=max(1, int(round(len(ms) * interval * 1000.0))), fps=1000.0, width=width, height=height,
         duration=float(len(ms) * interval), frames_indices=ms.tolist(),
     )
+
+
+def video_key(record: VideoQARecord, timestamps: np.ndarray, grid_thw: Tensor) -> str:
+    """Names exactly which pixels a video contributes: file, clip bounds, the sampled frames'
+    timestamps (ms) and the patch grid they were resized to. Questions on the same video with the
+    same sampling share a key, and so share cached embeddings."""
+    digest = hashlib.sha1()
+    digest.update(np.round(np.asarray(timestamps, dtype=np.float64) * 1000.0).astype(np.int64).tobytes())
+    digest.update(np.asarray(grid_thw.tolist(), dtype=np.int64).tobytes())
+    return f"{record.video}[{record.start}:{record.end}]#{digest.hexdigest()[:20]}"
 
 
 def frame_interval(timestamps: np.ndarray) -> float:
@@ -181,5 +194,7 @@ class VideoQACollator:
             labels=labels,
             records=[s.record for s in samples],
             timestamps=[torch.from_numpy(np.asarray(s.timestamps, dtype=np.float64)) for s in samples],
+            video_keys=[video_key(s.record, s.timestamps, e["grid"]) for s, e in zip(samples, encoded)],
+            decode_seconds=sum(s.decode_seconds for s in samples),
             skipped=skipped,
         )

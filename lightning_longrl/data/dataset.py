@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ class VideoSample:
     record: VideoQARecord
     frames: np.ndarray  # [F, H, W, 3] uint8
     timestamps: np.ndarray  # [F] seconds
+    decode_seconds: float = 0.0  # wall time spent reading the frames
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ class VideoQADataset(Dataset):
         path = resolve_video_path(record, self.video_root)
         if not path.is_file():
             return SkippedSample(record, f"video file not found: {path}")
+        began = time.perf_counter()
         try:
             clip = read_video(path, self.sampling, start=record.start, end=record.end)
         except VideoDecodeError as err:
             return SkippedSample(record, str(err))
-        return VideoSample(record, clip.frames, clip.timestamps)
+        return VideoSample(record, clip.frames, clip.timestamps, time.perf_counter() - began)

@@ -7,6 +7,7 @@ GRPO rollouts and evaluation all use the same words.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from lightning_longrl.data.records import OPTION_LETTERS, VideoQARecord
@@ -108,14 +109,40 @@ def parse_response(text: str) -> ParsedResponse:
     return ParsedResponse(None, answer, False)
 
 
-_CHOICE = re.compile(r"^\(?([A-Z])\)?(?:[\.\):]|\s|$)")
+_LETTER = re.compile(r"^\(?([A-Z])\)?$")
+_LETTER_THEN_TEXT = re.compile(r"^\(?([A-Z])(?:[\.\):]|\)[\.:]?)\s*(.*)$", re.DOTALL | re.IGNORECASE)
 
 
-def normalize_choice(answer: str | None, num_options: int) -> str | None:
-    """The option letter an answer names (``"B"``, ``"(b)"``, ``"B. top left"`` -> ``"B"``), else ``None``."""
+def _plain_words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def normalize_choice(answer: str | None, options: int | Sequence[str]) -> str | None:
+    """The option letter an answer names, else ``None``.
+
+    Accepted: the letter alone (``"B"``, ``"(b)"``); the letter, a separator and the option's own
+    text (``"B. top left"``, ``"B) top left"``); the option's text alone (``"top left"``). Hedges
+    such as ``"B or C"`` or ``"A B"`` name no single option and give ``None``.
+
+    Args:
+        answer: the text inside ``<answer>``.
+        options: the option texts, or only their number (then text after a letter is not checked).
+    """
     if answer is None:
         return None
-    match = _CHOICE.match(answer.strip().upper())
-    if match and match.group(1) in OPTION_LETTERS[:num_options]:
-        return match.group(1)
+    count = options if isinstance(options, int) else len(options)
+    texts = None if isinstance(options, int) else [_plain_words(o) for o in options]
+    answer = answer.strip()
+    letters = OPTION_LETTERS[:count]
+    match = _LETTER.match(answer.upper())
+    if match:
+        return match.group(1) if match.group(1) in letters else None
+    match = _LETTER_THEN_TEXT.match(answer)
+    if match and match.group(1).upper() in letters:
+        letter, rest = match.group(1).upper(), _plain_words(match.group(2))
+        if texts is None or not rest or rest == texts[letters.index(letter)]:
+            return letter
+        return None
+    if texts is not None and _plain_words(answer) in texts and texts.count(_plain_words(answer)) == 1:
+        return letters[texts.index(_plain_words(answer))]
     return None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from lightning_longrl.data.prompts import END_OF_TURN
@@ -67,6 +68,13 @@ class LMInputs(NamedTuple):
     position_ids: Tensor  # [3, B, L] M-RoPE (temporal, height, width) positions
     visual_pos_masks: Tensor | None = None  # [B, L] video token positions (Qwen3-VL deepstack)
     deepstack: tuple[Tensor, ...] = ()  # Qwen3-VL: [N, H] per deepstack layer
+
+
+class TokenScores(NamedTuple):
+    """Per-token scores of target tokens."""
+
+    logprobs: Tensor  # [B, L] log-prob of each target token (0 elsewhere)
+    entropy: Tensor | None  # [B, L] entropy of the distribution that predicted it (0 elsewhere), if asked
 
 
 class Generation(NamedTuple):
@@ -188,6 +196,13 @@ class VideoLanguageModel(nn.Module):
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id
 
+    @property
+    def banned_token_ids(self) -> list[int]:
+        """Vision placeholder tokens a response must never contain (a sampled ``<|video_pad|>``
+        would later be taken for a video position); generation and scoring both exclude them."""
+        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        return sorted({int(i) for i in (getattr(self.hf.config, n, None) for n in names) if i is not None})
+
     # -------------------------------------------------------------------------------- pipeline
     def encode_video(self, pixel_values_videos: Tensor, video_grid_thw: Tensor) -> VideoEmbeddings:
         """Run the vision tower and merger.
@@ -280,16 +295,57 @@ class VideoLanguageModel(nn.Module):
         hidden = self.hidden_states(inputs)
         return self.logprobs_from_hidden(hidden, input_ids, target_mask)
 
-    def logprobs_from_hidden(self, hidden: Tensor, input_ids: Tensor, target_mask: Tensor) -> Tensor:
-        """As :meth:`token_logprobs`, from precomputed hidden states ``[B, L, H]``."""
+    def logprobs_from_hidden(self, hidden: Tensor, input_ids: Tensor, target_mask: Tensor, temperature: float = 1.0) -> Tensor:
+        """As :meth:`token_logprobs`, from precomputed hidden states ``[B, L, H]`` (logits divided by
+        ``temperature``, the distribution that sampling with that temperature draws from)."""
+        return self.score_targets(hidden, input_ids, target_mask, temperature).logprobs
+
+    def score_targets(
+        self,
+        hidden: Tensor,
+        input_ids: Tensor,
+        target_mask: Tensor,
+        temperature: float = 1.0,
+        entropy: bool = False,
+        exclude_vision_tokens: bool = False,
+    ) -> TokenScores:
+        """Log-probs (and optionally the entropy of the predicting distribution) at target tokens.
+
+        Args:
+            hidden: ``[B, L, H]`` final hidden states.
+            input_ids: ``[B, L]`` token ids (targets are read from here).
+            target_mask: ``[B, L]`` True at target tokens (position 0 cannot be one).
+            temperature: logits are divided by it.
+            entropy: also return the entropy of each target's predicting distribution.
+            exclude_vision_tokens: renormalise without :attr:`banned_token_ids`, as
+                :meth:`generate` samples (scoring rollouts needs this; SFT and evaluation do not).
+
+        Returns:
+            float32 ``[B, L]`` tensors, 0 outside targets.
+        """
         target_mask = target_mask.bool().clone()
         target_mask[:, 0] = False
         predictors = hidden[:, :-1][target_mask[:, 1:]]  # [T, H]
         logits = self.hf.lm_head(predictors).float()
+        if exclude_vision_tokens:
+            logits = self._ban(logits)
+        if temperature != 1.0:
+            logits = logits / temperature
+        log_norm = torch.logsumexp(logits, dim=-1)
         chosen = logits.gather(-1, input_ids[:, 1:][target_mask[:, 1:]].unsqueeze(-1)).squeeze(-1)
         out = torch.zeros(input_ids.shape, dtype=torch.float32, device=hidden.device)
-        out[target_mask] = chosen - torch.logsumexp(logits, dim=-1)
-        return out
+        out[target_mask] = chosen - log_norm
+        ent = None
+        if entropy:
+            with torch.no_grad():
+                probs = torch.softmax(logits, dim=-1)
+                ent = torch.zeros_like(out)
+                ent[target_mask] = log_norm - (probs * logits.masked_fill(probs == 0, 0.0)).sum(-1)
+        return TokenScores(out, ent)
+
+    def _ban(self, logits: Tensor) -> Tensor:
+        banned = self.banned_token_ids
+        return logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf")) if banned else logits
 
     @torch.no_grad()
     def generate(
@@ -301,19 +357,25 @@ class VideoLanguageModel(nn.Module):
         top_k: int = 0,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        num_samples: int = 1,
     ) -> Generation:
         """Sample continuations of left-padded prompts with a KV cache.
 
+        With ``num_samples > 1`` each prompt is prefilled once and its KV cache is repeated, so G
+        responses to a long-video prompt cost one prefill, not G.
+
         Args:
             inputs: prompts, left-padded (the last position of every row is a real token).
-            max_new_tokens: length limit of each continuation.
+            max_new_tokens: length limit of each continuation (vision placeholder tokens are never
+                sampled; log-probs are renormalised without them).
             temperature, top_p, top_k: sampling controls (``top_k=0`` disables top-k; a
                 temperature of 0 means greedy).
             greedy: take the arg-max token instead of sampling.
             generator: random generator for reproducible sampling.
+            num_samples: continuations per prompt; rows of the result are prompt-major.
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if max_new_tokens < 1 or num_samples < 1:
+            raise ValueError(f"max_new_tokens and num_samples must be >= 1, got {max_new_tokens} and {num_samples}")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         if temperature < 0 or top_k < 0:
@@ -321,19 +383,35 @@ class VideoLanguageModel(nn.Module):
         greedy = greedy or temperature == 0
         if not bool(inputs.attention_mask[:, -1].all()):
             raise ValueError("generate() needs left-padded prompts (every row must end with a real token)")
-        batch = inputs.inputs_embeds.shape[0]
+        # eval mode: gradient checkpointing drops the KV cache of layers in training mode
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(inputs, max_new_tokens, temperature, top_p, top_k, greedy, generator, num_samples)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, inputs: LMInputs, max_new_tokens: int, temperature: float, top_p: float, top_k: int,
+                  greedy: bool, generator: torch.Generator | None, num_samples: int) -> Generation:
+        batch = inputs.inputs_embeds.shape[0] * num_samples
         device = inputs.inputs_embeds.device
         hidden, cache = self.hidden_states(inputs, use_cache=True)
         # text after the prompt continues from the largest position of any M-RoPE axis
         next_pos = inputs.position_ids.amax(dim=(0, 2)) + 1  # [B]
         mask = inputs.attention_mask
+        hidden = hidden[:, -1:]
+        if num_samples > 1:
+            cache.batch_repeat_interleave(num_samples)
+            hidden, next_pos, mask = (t.repeat_interleave(num_samples, dim=0) for t in (hidden, next_pos, mask))
+        # with sharded weights (FSDP) every rank must run the same number of decode steps
+        synced = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         embed = self.language_model.get_input_embeddings()
         eos, pad = self.eos_token_id, self.pad_token_id
         tokens, logps, alive_steps = [], [], []
         alive = torch.ones(batch, dtype=torch.bool, device=device)
         last = hidden[:, -1]
         for step in range(max_new_tokens):
-            logits = self.hf.lm_head(last).float()
+            logits = self._ban(self.hf.lm_head(last).float())
             scaled = logits / max(temperature, 1e-6)
             logp_all = torch.log_softmax(scaled, dim=-1)
             if greedy:
@@ -345,7 +423,7 @@ class VideoLanguageModel(nn.Module):
             logps.append(torch.where(alive, logp_all.gather(-1, token.unsqueeze(-1)).squeeze(-1), torch.zeros_like(logits[:, 0])))
             alive_steps.append(alive.clone())
             alive = alive & (token != eos)
-            if not bool(alive.any()) or step == max_new_tokens - 1:
+            if not _any_alive(alive, synced) or step == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             pos = (next_pos + step).view(1, batch, 1).expand(3, batch, 1)
@@ -353,6 +431,17 @@ class VideoLanguageModel(nn.Module):
             hidden, cache = self.hidden_states(step_inputs, past_key_values=cache, use_cache=True)
             last = hidden[:, -1]
         return Generation(torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(alive_steps, 1))
+
+
+def _any_alive(alive: Tensor, synced: bool) -> bool:
+    """Whether any row (of any rank, when ``synced``) is still generating."""
+    if not synced:
+        return bool(alive.any())
+    flag = alive.any().float().reshape(1)
+    if dist.get_backend() == "gloo":
+        flag = flag.cpu()
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item() > 0)
 
 
 def _filter_logits(logits: Tensor, top_p: float, top_k: int) -> Tensor:

@@ -10,6 +10,7 @@ from lightning_longrl.data.collate import IGNORE_INDEX, VideoBatch
 from lightning_longrl.data.prompts import normalize_choice, parse_response
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.models.video_lm import Generation, LMInputs, VideoEmbeddings, VideoLanguageModel
+from lightning_longrl.rl.rewards import answers_match
 
 
 def encode_batch(model: VideoLanguageModel, batch: VideoBatch) -> VideoEmbeddings:
@@ -47,10 +48,10 @@ class Answered:
 def score_answer(record: VideoQARecord, answer: str | None) -> tuple[str | None, bool]:
     """(normalised prediction, correct?) for a multiple-choice letter or a free-form answer."""
     if record.is_multiple_choice:
-        prediction = normalize_choice(answer, len(record.options))
-        return prediction, prediction == record.answer
-    prediction = answer.strip() if answer else None
-    return prediction, prediction is not None and prediction.lower() == record.answer.strip().lower()
+        prediction = normalize_choice(answer, record.options)
+    else:
+        prediction = answer.strip() if answer else None
+    return prediction, answers_match(answer, record)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import lightning as L
 def portable_hparams(checkpoint: dict[str, Any], module: L.LightningModule) -> None:
     """Make ``checkpoint["hyper_parameters"]`` loadable anywhere, in place.
 
-    * Dataclass values (``ModelConfig``, ``LRSchedule`` given from Python) become dicts, since
+    * Dataclass values (``ModelConfig``, ``LRSchedule``, lists of ``RewardSpec`` given from Python) become dicts, since
       checkpoints are read with ``torch.load(weights_only=True)``, which refuses arbitrary classes.
     * ``_class_path`` is recorded when the module was not built by LightningCLI (which records it
       itself), so ``lightning-longrl test --ckpt_path ...`` can map the hyper-parameters back onto
@@ -21,6 +21,16 @@ def portable_hparams(checkpoint: dict[str, Any], module: L.LightningModule) -> N
     if hparams is None:
         return
     for key, value in list(hparams.items()):
-        if is_dataclass(value) and not isinstance(value, type):
-            hparams[key] = asdict(value)
+        hparams[key] = _plain(value)
     hparams.setdefault("_class_path", f"{type(module).__module__}.{type(module).__qualname__}")
+
+
+def _plain(value: Any) -> Any:
+    """Dataclass instances (also inside lists, tuples and dicts) as dicts."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

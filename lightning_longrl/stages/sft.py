@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from lightning_longrl.data.collate import VideoBatch
-from lightning_longrl.models.config import ModelConfig, load_model, load_processor
-from lightning_longrl.models.video_lm import VideoLanguageModel
-from lightning_longrl.stages.batch_ops import answer_batch, sft_token_logprobs
-from lightning_longrl.stages.hparams import portable_hparams
+from lightning_longrl.models.config import ModelConfig
+from lightning_longrl.stages.base import VideoQAStage
+from lightning_longrl.stages.batch_ops import sft_token_logprobs
 from lightning_longrl.stages.optim import LRSchedule
 
 
-class SFTModule(L.LightningModule):
+class SFTModule(VideoQAStage):
     """Supervised fine-tuning on ``<think>...</think><answer>...</answer>`` targets.
 
     The loss is the mean negative log-likelihood of the assistant's reasoning and answer tokens
@@ -38,22 +35,14 @@ class SFTModule(L.LightningModule):
         lr_schedule: LRSchedule | None = None,
         max_new_tokens: int = 256,
     ) -> None:
-        super().__init__()
         # from a checkpoint's hyper-parameters the configs come back as plain dicts
         model = ModelConfig(**model) if isinstance(model, dict) else model
         lr_schedule = LRSchedule(**lr_schedule) if isinstance(lr_schedule, dict) else (lr_schedule or LRSchedule())
+        super().__init__(model, max_new_tokens)
         self.save_hyperparameters(ignore=["optimizer"])  # made checkpoint-safe in on_save_checkpoint
-        self.model_config = model
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule
-        self.max_new_tokens = max_new_tokens
-        self.processor = load_processor(model)
-        self.model: VideoLanguageModel | None = None
         self._step_start = 0.0
-
-    def configure_model(self) -> None:
-        if self.model is None:
-            self.model = load_model(self.model_config, self.processor)
 
     def collate_mode(self, stage: str) -> Literal["sft", "prompt"]:
         """Batches with targets for fit/validate; prompts for test/predict (generation)."""
@@ -92,28 +81,6 @@ class SFTModule(L.LightningModule):
         loss = self._loss(batch)[0] if len(batch) else torch.zeros((), device=self.device)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
 
-    # ----------------------------------------------------------------------------- generation
-    def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
-        size = len(batch)
-        correct = well_formed = 0.0
-        if size:
-            answered = answer_batch(self.model, batch, self.max_new_tokens)
-            correct, well_formed = sum(answered.correct) / size, sum(answered.well_formed) / size
-        self.log("test/accuracy", correct, batch_size=size, sync_dist=True)
-        self.log("test/format_rate", well_formed, batch_size=size, sync_dist=True)
-
-    def predict_step(self, batch: VideoBatch, batch_idx: int) -> list[dict[str, Any]]:
-        if len(batch) == 0:
-            return []
-        answered = answer_batch(self.model, batch, self.max_new_tokens)
-        return [
-            {"id": r.id, "response": text, "prediction": pred, "answer": r.answer, "correct": ok}
-            for r, text, pred, ok in zip(batch.records, answered.responses, answered.predictions, answered.correct)
-        ]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        portable_hparams(checkpoint, self)
-
     # ------------------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -121,22 +88,3 @@ class SFTModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = self.lr_schedule.build(optimizer, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # -------------------------------------------------------------------------------- export
-    def export_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write weights, tokenizer and processor as a Hugging Face folder.
-
-        Args:
-            path: output folder.
-            state_dict: this module's full state dict (as gathered by the strategy when the
-                weights are sharded); the model's own weights when ``None``.
-        """
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        weights = None
-        if state_dict is not None:
-            prefix = "model.hf."
-            weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        self.model.hf.save_pretrained(path, state_dict=weights)
-        self.processor.save_pretrained(path)
-        return path

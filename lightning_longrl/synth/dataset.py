@@ -82,6 +82,11 @@ def split_of(config: SynthConfig) -> list[str]:
     return splits
 
 
+GENERATOR_VERSION = 2
+"""Bumped when the same settings would render different data (2: option order randomised in every
+task, so the answer letter carries no information); older folders are regenerated."""
+
+
 def _video_name(config: SynthConfig, index: int) -> str:
     return f"videos/synth_s{config.seed}_{index:05d}.mp4"
 
@@ -117,6 +122,7 @@ def generate_dataset(config: SynthConfig, progress: bool = True) -> dict[str, An
     manifest_path = out / "manifest.json"
     settings = asdict(config)
     settings.pop("workers")
+    settings["generator_version"] = GENERATOR_VERSION
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("config") == settings:

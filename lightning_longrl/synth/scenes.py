@@ -126,7 +126,8 @@ def blink_count(rng: np.random.Generator, duration: float, flash: float) -> Scen
     times = _distinct_times(rng, count, duration, blink, gap=1.0)
     sprites = [Sprite("square", COLORS["white"], 0.4, t, t + blink, (0.5, 0.5)) for t in times]
     wrong = [n for n in range(1, 8) if n != count]
-    options = [str(n) for n in sorted([count, *rng.choice(wrong, size=3, replace=False).tolist()])]
+    # options in random order: a sorted list would put small counts at A and make the letter guessable
+    options = [str(n) for n in rng.permutation([count, *rng.choice(wrong, size=3, replace=False).tolist()])]
     seen = ", ".join(_fmt(t) for t in times)
     reasoning = (f"Checking the video for the white square: it blinks at {seen}. "
                  f"Counting these blinks gives {count}.")
@@ -158,7 +159,7 @@ def ball_tracking(rng: np.random.Generator, duration: float, flash: float) -> Sc
         question = "In which part of the frame is the ball at the end of the video?"
         correct = path[-1]
         why = f"its last position is the {correct}"
-    options = list(QUADRANTS)
+    options = list(rng.permutation(QUADRANTS))
     reasoning = f"Tracking the ball through the video: it is in the {seen}. So {why}."
     return SceneQuestion(Scene(duration, [(0.0, BACKGROUNDS["black"])], sprites), "Spatial", "ball_tracking",
                          question, options, _letter(options, correct), reasoning)
@@ -181,7 +182,7 @@ def background_story(rng: np.random.Generator, duration: float, flash: float) ->
         question = "How many times does the background change colour?"
         correct, why = str(states - 1), f"there are {states - 1} changes"
         wrong = [n for n in range(1, 7) if n != states - 1]
-        options = [str(n) for n in sorted([states - 1, *rng.choice(wrong, size=3, replace=False).tolist()])]
+        options = [str(n) for n in rng.permutation([states - 1, *rng.choice(wrong, size=3, replace=False).tolist()])]
     reasoning = f"Following the scene through the video: the background is {seen}. So {why}."
     return SceneQuestion(Scene(duration, backgrounds, []), "Plot and Narrative", "background_story",
                          question, options, _letter(options, correct), reasoning)

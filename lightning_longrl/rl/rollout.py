@@ -1,0 +1,130 @@
+"""Rollout engines: sample G responses per prompt from cached video embeddings.
+
+The GRPO stage talks to an engine only through :class:`RolloutEngine`: a request carries the
+left-padded prompt ids and the videos' embeddings (never pixels), so an engine never runs the
+vision tower. :class:`PolicyRolloutEngine` samples with the policy's own ``generate``; a vLLM
+engine implements the same two methods.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lightning_longrl.importing import import_object
+from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
+
+
+@dataclass
+class SamplingConfig:
+    """How rollouts are sampled."""
+
+    num_samples: int = 8
+    """G, responses per question."""
+    max_new_tokens: int = 256
+    """Response length limit."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs of the objective use the same temperature."""
+    top_p: float = 1.0
+    top_k: int = 0
+    """0 disables top-k."""
+    batch_size: int | None = None
+    """Sequences generated together (memory bound; at least one prompt's G samples); ``None``:
+    all B x G at once."""
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples (G) must be >= 1, got {self.num_samples}")
+        if self.temperature <= 0:
+            raise ValueError(f"rollout temperature must be > 0, got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"rollout batch_size must be >= 1 or None, got {self.batch_size}")
+
+
+@dataclass
+class RolloutRequest:
+    """B prompts, each with its video's embeddings, to be answered ``num_samples`` times each."""
+
+    input_ids: Tensor  # [B, L] left-padded prompt ids
+    attention_mask: Tensor  # [B, L]
+    videos: list[VideoEmbeddings]  # B entries, one per prompt
+    second_per_grid_ts: Tensor  # [B] seconds per temporal patch (Qwen2.5-VL M-RoPE)
+    num_samples: int  # responses per prompt
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+class RolloutEngine(abc.ABC):
+    """Samples responses; rows of the result are prompt-major (prompt 0's samples first)."""
+
+    @abc.abstractmethod
+    def generate(self, request: RolloutRequest, sampling: SamplingConfig, generator: torch.Generator | None) -> Generation:
+        """``[B * num_samples, T]`` tokens, their log-probs under the temperature-scaled sampling
+        distribution, and the mask of generated tokens (up to and including end-of-turn)."""
+
+    def sync_weights(self, model: VideoLanguageModel) -> None:  # noqa: B027 - optional hook
+        """Make the engine sample from ``model``'s current weights (called after optimizer steps)."""
+
+
+class PolicyRolloutEngine(RolloutEngine):
+    """Samples with :meth:`VideoLanguageModel.generate` of the policy itself (always in sync)."""
+
+    def __init__(self, model: VideoLanguageModel) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, request: RolloutRequest, sampling: SamplingConfig, generator: torch.Generator | None) -> Generation:
+        g = request.num_samples
+        # prompts per chunk: each is prefilled once and its KV cache shared by its G samples
+        chunk = max(1, (sampling.batch_size or len(request) * g) // g)
+        parts = []
+        for start in range(0, len(request), chunk):
+            index = torch.arange(start, min(start + chunk, len(request)), device=request.input_ids.device)
+            ids, mask = _trim_left(request.input_ids[index], request.attention_mask[index])
+            video = VideoEmbeddings.cat([request.videos[i] for i in index.tolist()])
+            inputs = self.model.embed(ids, mask, video, request.second_per_grid_ts[index])
+            parts.append(self.model.generate(
+                inputs, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                top_p=sampling.top_p, top_k=sampling.top_k, generator=generator, num_samples=g,
+            ))
+        return cat_generations(parts, self.model.pad_token_id)
+
+
+def _trim_left(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop columns that are padding in every row of a left-padded chunk."""
+    start = int((mask.sum(0) == 0).long().cumprod(0).sum())
+    return ids[:, start:], mask[:, start:]
+
+
+def cat_generations(parts: list[Generation], pad_id: int) -> Generation:
+    """Stack generations of different lengths along the batch (right-padded)."""
+    if len(parts) == 1:
+        return parts[0]
+    length = max(p.tokens.shape[1] for p in parts)
+
+    def pad(t: Tensor, value) -> Tensor:
+        return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=value)
+
+    return Generation(
+        torch.cat([pad(p.tokens, pad_id) for p in parts]),
+        torch.cat([pad(p.logprobs, 0.0) for p in parts]),
+        torch.cat([pad(p.mask, False) for p in parts]),
+    )
+
+
+ENGINES = {"policy": "lightning_longrl.rl.rollout.PolicyRolloutEngine"}
+
+
+def build_engine(name: str, model: VideoLanguageModel) -> RolloutEngine:
+    """An engine by short name (``policy``) or import path of a :class:`RolloutEngine` subclass
+    constructed from the policy model."""
+    cls = import_object(ENGINES.get(name, name), "rollout engine")
+    if not (isinstance(cls, type) and issubclass(cls, RolloutEngine)):
+        raise ValueError(f"rollout engine {name!r} is not a RolloutEngine subclass")
+    return cls(model)

@@ -1,0 +1,106 @@
+"""What the SFT and GRPO stages share: the model they load, evaluation by generation (overall
+and per reasoning category), prediction rows, checkpoint hyper-parameters and export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from lightning_longrl.data.collate import VideoBatch
+from lightning_longrl.data.records import CATEGORIES
+from lightning_longrl.models.config import ModelConfig, load_model, load_processor
+from lightning_longrl.models.video_lm import VideoLanguageModel
+from lightning_longrl.stages.batch_ops import answer_batch
+from lightning_longrl.stages.hparams import portable_hparams
+
+OTHER_CATEGORY = "Other"
+_CATEGORY_SLOTS = (*CATEGORIES, OTHER_CATEGORY)
+
+
+class VideoQAStage(L.LightningModule):
+    """Base of the training stages.
+
+    Args:
+        model: the checkpoint to train and how.
+        max_new_tokens: response length limit of evaluation (``test``/``predict``) generation.
+    """
+
+    def __init__(self, model: ModelConfig, max_new_tokens: int = 256) -> None:
+        super().__init__()
+        self.model_config = model
+        self.max_new_tokens = max_new_tokens
+        self.processor = load_processor(model)
+        self.model: VideoLanguageModel | None = None
+        self._category_counts: torch.Tensor | None = None
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = load_model(self.model_config, self.processor)
+
+    # ----------------------------------------------------------------------------- evaluation
+    def evaluate_batch(self, batch: VideoBatch, prefix: str) -> None:
+        """Greedy answers to a prompt batch; logs ``{prefix}/accuracy`` and ``{prefix}/format_rate``
+        and counts per category for :meth:`log_category_accuracy`."""
+        size = len(batch)
+        correct = well_formed = 0.0
+        if self._category_counts is None:
+            self._category_counts = torch.zeros((len(_CATEGORY_SLOTS), 2), dtype=torch.float64)
+        if size:
+            answered = answer_batch(self.model, batch, self.max_new_tokens)
+            correct, well_formed = sum(answered.correct) / size, sum(answered.well_formed) / size
+            for record, ok in zip(batch.records, answered.correct):
+                slot = _CATEGORY_SLOTS.index(record.category) if record.category in CATEGORIES else len(CATEGORIES)
+                self._category_counts[slot] += torch.tensor([float(ok), 1.0], dtype=torch.float64)
+        self.log(f"{prefix}/accuracy", correct, batch_size=size, sync_dist=True)
+        self.log(f"{prefix}/format_rate", well_formed, batch_size=size, sync_dist=True)
+
+    def log_category_accuracy(self, prefix: str) -> None:
+        """Log ``{prefix}/accuracy/<category>`` for every category seen (summed over ranks)."""
+        counts = self._category_counts
+        self._category_counts = None
+        if counts is None:
+            counts = torch.zeros((len(_CATEGORY_SLOTS), 2), dtype=torch.float64)
+        counts = self.trainer.strategy.reduce(counts.to(self.device), reduce_op="sum") if self.trainer.world_size > 1 else counts
+        for name, (right, total) in zip(_CATEGORY_SLOTS, counts.tolist()):
+            if total > 0:
+                self.log(f"{prefix}/accuracy/{name}", right / total, rank_zero_only=True)
+
+    def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
+        self.evaluate_batch(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_category_accuracy("test")
+
+    def predict_step(self, batch: VideoBatch, batch_idx: int) -> list[dict[str, Any]]:
+        if len(batch) == 0:
+            return []
+        answered = answer_batch(self.model, batch, self.max_new_tokens)
+        return [
+            {"id": r.id, "category": r.category, "response": text, "prediction": pred, "answer": r.answer, "correct": ok}
+            for r, text, pred, ok in zip(batch.records, answered.responses, answered.predictions, answered.correct)
+        ]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        portable_hparams(checkpoint, self)
+
+    # -------------------------------------------------------------------------------- export
+    def export_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write weights, tokenizer and processor as a Hugging Face folder.
+
+        Args:
+            path: output folder.
+            state_dict: this module's full state dict (as gathered by the strategy when the
+                weights are sharded); the model's own weights when ``None``.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        weights = None
+        if state_dict is not None:
+            prefix = "model.hf."
+            weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        self.model.hf.save_pretrained(path, state_dict=weights)
+        self.processor.save_pretrained(path)
+        return path
