@@ -1,9 +1,16 @@
-"""GRPO step time and vision-encoder work with the video-embedding cache on and off.
+"""GRPO step time and vision-encoder work with and without reuse of the video's computation.
 
 For each frame count, the same GRPO configuration (tiny Qwen2.5-VL, G=8, CPU) trains a few steps
-with the cache on and a few with it off (every rollout and every pass re-encoding its video, as RL
-frameworks without the cache do). Reported per setting: median step time, time per phase, vision
-encoder calls and encoded videos per step, and the off/on ratio of step time.
+in three settings:
+
+* ``none``: the embedding cache off and no shared prefill - every rollout and every pass
+  re-encodes its video and prefills it once per response, as RL frameworks without reuse do;
+* ``cache``: each video encoded once per step, still one prefill per response in the scoring passes;
+* ``cache+prefill``: each video encoded once, and one prefill per question shared by its G
+  responses (rollouts always share it when the cache is on).
+
+Reported per setting: median step time, time per phase, vision-encoder calls and encoded videos
+per step, and the ratio of the ``none`` step time to each setting's.
 
     .venv/bin/python benchmarks/embedding_cache.py                       # 64, 256, 512 frames
     .venv/bin/python benchmarks/embedding_cache.py --frames 256 --steps 3
@@ -23,6 +30,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
@@ -33,6 +41,7 @@ from lightning_longrl.models.config import ModelConfig  # noqa: E402
 from lightning_longrl.models.tiny import TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 from lightning_longrl.rl.embedding_cache import EmbeddingCacheConfig  # noqa: E402
 from lightning_longrl.rl.rollout import SamplingConfig  # noqa: E402
+from lightning_longrl.stages.grpo import UpdateConfig  # noqa: E402
 from lightning_longrl.synth.dataset import SynthConfig, generate_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -47,14 +56,19 @@ class StepRecorder(L.Callback):
         self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
-def run(checkpoint: Path, data_dir: Path, frames: int, cache: bool, args) -> dict:
+SETTINGS = {"none": (False, False), "cache": (True, False), "cache+prefill": (True, True)}
+
+
+def run(checkpoint: Path, data_dir: Path, frames: int, setting: str, args) -> dict:
     L.seed_everything(0, verbose=False)
     recorder = StepRecorder()
+    cache, shared = SETTINGS[setting]
     module = GRPOModule(
         ModelConfig(path=str(checkpoint)),
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-4),
         sampling=SamplingConfig(num_samples=args.group, max_new_tokens=args.response_tokens),
         embedding_cache=EmbeddingCacheConfig(enabled=cache),
+        update=UpdateConfig(shared_prefill=shared),
     )
     data = LongVideoDataModule(
         train_file=str(data_dir / "train.jsonl"), num_frames=frames, max_pixels=args.pixels,
@@ -69,7 +83,7 @@ def run(checkpoint: Path, data_dir: Path, frames: int, cache: bool, args) -> dic
     steps = recorder.steps[1:]  # the first step warms up allocators and caches
     med = {k: statistics.median(s[k] for s in steps) for k in steps[0] if k.startswith(("time/", "vision/"))}
     return {
-        "frames": frames, "cache": cache, "steps": len(steps),
+        "frames": frames, "setting": setting, "steps": len(steps),
         "step_seconds": med["time/step"], "encoder_calls": med["vision/encoder_calls"],
         "encoded_videos": med["vision/encoded_videos"],
         "phase_seconds": {p: med.get(f"time/{p}", 0.0) for p in PHASES},
@@ -78,6 +92,14 @@ def run(checkpoint: Path, data_dir: Path, frames: int, cache: bool, args) -> dic
 
 
 def main() -> None:
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--steps", type=int, default=3, help="measured steps per setting (after one warm-up step)")
@@ -96,18 +118,20 @@ def main() -> None:
                                  height=112, width=112, workers=0), progress=False)
     rows = []
     for frames in args.frames:
-        for cache in (True, False):
+        for setting in SETTINGS:
             began = time.perf_counter()
-            row = run(checkpoint, data_dir, frames, cache, args)
-            print(f"{frames:4d} frames, cache {'on ' if cache else 'off'}: {row['step_seconds']:.2f} s/step, "
+            row = run(checkpoint, data_dir, frames, setting, args)
+            print(f"{frames:4d} frames, {setting:13s}: {row['step_seconds']:.2f} s/step, "
                   f"{row['encoded_videos']:.0f} videos encoded/step ({time.perf_counter() - began:.0f} s)", flush=True)
             rows.append(row)
     ratios = {}
     for frames in args.frames:
-        on = next(r for r in rows if r["frames"] == frames and r["cache"])
-        off = next(r for r in rows if r["frames"] == frames and not r["cache"])
-        ratios[str(frames)] = {"step_time_ratio": off["step_seconds"] / on["step_seconds"],
-                               "encode_ratio": off["encoded_videos"] / max(on["encoded_videos"], 1)}
+        base = next(r for r in rows if r["frames"] == frames and r["setting"] == "none")
+        ratios[str(frames)] = {
+            r["setting"]: {"step_time_ratio": base["step_seconds"] / r["step_seconds"],
+                           "encoded_videos_ratio": base["encoded_videos"] / max(r["encoded_videos"], 1)}
+            for r in rows if r["frames"] == frames and r["setting"] != "none"
+        }
     result = {
         "command": "python benchmarks/embedding_cache.py " + " ".join(sys.argv[1:]),
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
@@ -118,13 +142,14 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| frames | cache | s/step | encoded videos/step | encode s | rollout s | old+ref s | update s | off/on |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| frames | setting | s/step | videos encoded/step | encode s | rollout s | old+ref s | update s | speed-up |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         p = r["phase_seconds"]
-        ratio = f"{ratios[str(r['frames'])]['step_time_ratio']:.2f}x" if not r["cache"] else ""
-        print(f"| {r['frames']} | {'on' if r['cache'] else 'off'} | {r['step_seconds']:.2f} | {r['encoded_videos']:.0f} | "
-              f"{p['encode']:.2f} | {p['rollout']:.2f} | {p['old_policy'] + p['reference']:.2f} | {p['update']:.2f} | {ratio} |")
+        ratio = ratios[str(r["frames"])].get(r["setting"], {}).get("step_time_ratio", 1.0)
+        print(f"| {r['frames']} | {r['setting']} | {r['step_seconds']:.2f} | {r['encoded_videos']:.0f} | "
+              f"{p['encode']:.2f} | {p['rollout']:.2f} | {p['old_policy'] + p['reference']:.2f} | {p['update']:.2f} | "
+              f"{ratio:.2f}x |")
     print(f"\nwritten to {args.out}")
 
 

@@ -107,22 +107,45 @@ def test_cache_encodes_each_video_once_per_step(tmp_path, tiny_checkpoints, synt
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_logprobs_with_cache_equal_logprobs_without(tmp_path, tiny_checkpoints, synth_dir, arch):
-    """Scoring rollouts from cached embeddings equals re-encoding the pixels for the pass."""
-    capture = GroupCapture()
+    """Scoring rollouts from cached embeddings equals re-encoding the pixels for the pass, and a
+    prefill shared by a question's responses equals one full sequence per response."""
     trainer, module, data = grpo_run(tmp_path, tiny_checkpoints[arch], synth_dir, max_steps=1,
-                                     module_kwargs={"embedding_cache": EmbeddingCacheConfig(enabled=False)},
-                                     trainer_kwargs={"callbacks": [capture]})
+                                     module_kwargs={"embedding_cache": EmbeddingCacheConfig(enabled=False)})
     trainer.fit(module, data)
     groups = module.last_groups
     rows = list(range(groups.num_groups * groups.group_size))
-    with torch.no_grad():
-        uncached = module._scores(module.model, groups, rows, "policy", PhaseTimer())[0]  # re-encodes (cache off)
-        module.cache.config.enabled = True
-        cached = module._scores(module.model, groups, rows, "policy", PhaseTimer())[0]
+    scores = {}
+    for cached in (False, True):
+        for shared in (False, True):
+            module.cache.config.enabled = cached  # off: re-encode the pixels for this pass
+            module.update_config.shared_prefill = shared
+            with torch.no_grad():
+                scores[cached, shared] = module._scores(module.model, groups, rows, "policy", PhaseTimer(), entropy=True)
     assert groups.response_mask.sum() > 10
-    assert (cached - uncached).abs().max().item() <= 1e-5
+    reference, reference_entropy = scores[False, False]
+    for key, (logprobs, entropy) in scores.items():
+        assert (logprobs - reference).abs().max().item() <= 1e-5, key
+        assert (entropy - reference_entropy).abs().max().item() <= 1e-4, key
     # and both equal the log-probs the rollout engine reported while sampling (KV-cached decoding)
-    assert ((cached - groups.rollout_logprobs).abs() * groups.response_mask).max().item() <= 1e-4
+    assert ((reference - groups.rollout_logprobs).abs() * groups.response_mask).max().item() <= 1e-4
+
+
+def test_shared_prefill_gradients_equal_full_sequence_gradients(tmp_path, tiny_checkpoints, synth_dir):
+    trainer, module, data = grpo_run(tmp_path, tiny_checkpoints["qwen2_5_vl"], synth_dir, max_steps=1)
+    trainer.fit(module, data)
+    groups = module.last_groups
+    rows = list(range(groups.num_groups * groups.group_size))
+    weights = torch.randn(groups.responses.shape, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for shared in (False, True):
+        module.update_config.shared_prefill = shared
+        module.model.zero_grad(set_to_none=True)
+        logprobs, _ = module._scores(module.model, groups, rows, "policy", PhaseTimer(), grad=False)
+        (logprobs * weights * groups.response_mask).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in module.model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name
 
 
 def _two_question_dataset(synth_dir, out):

@@ -105,4 +105,4 @@ def test_predict_writes_jsonl_rows(tmp_path, tiny_checkpoints, synth_dir):
     rows = [json.loads(line) for line in writer.written.read_text().splitlines()]
     expected = [json.loads(line)["id"] for line in (synth_dir / "test.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == expected
-    assert set(rows[0]) == {"id", "response", "prediction", "answer", "correct"}
+    assert set(rows[0]) == {"id", "category", "response", "prediction", "answer", "correct"}

@@ -343,6 +343,61 @@ class VideoLanguageModel(nn.Module):
                 ent[target_mask] = log_norm - (probs * logits.masked_fill(probs == 0, 0.0)).sum(-1)
         return TokenScores(out, ent)
 
+    def score_responses(
+        self,
+        prompts: LMInputs,
+        prompt_of_row: Tensor,
+        responses: Tensor,
+        response_mask: Tensor,
+        temperature: float = 1.0,
+        entropy: bool = False,
+        exclude_vision_tokens: bool = False,
+    ) -> TokenScores:
+        """Log-probs of several responses per prompt, prefilling each prompt (video) only once.
+
+        The prompts run through the language model once with a KV cache; the cache is then shared
+        by all responses of that prompt, so G responses to a long-video question cost one video
+        prefill instead of G. Gradients flow through the shared prefill as well.
+
+        Args:
+            prompts: Q left-padded prompts (every row ends with a real token).
+            prompt_of_row: ``[n]`` index of each response's prompt.
+            responses: ``[n, T]`` response ids, right-padded.
+            response_mask: ``[n, T]`` True at real response tokens.
+            temperature, entropy, exclude_vision_tokens: as in :meth:`score_targets`.
+
+        Returns:
+            ``[n, T]`` scores aligned with ``responses`` (0 where the mask is False).
+        """
+        checkpointing = self.training and self.hf.is_gradient_checkpointing
+        if checkpointing and torch.is_grad_enabled():
+            raise ValueError("score_responses() cannot backpropagate through a shared prefill with gradient "
+                             "checkpointing (checkpointed layers drop the KV cache); score whole sequences instead")
+        if not bool(prompts.attention_mask[:, -1].all()):
+            raise ValueError("score_responses() needs left-padded prompts (every row must end with a real token)")
+        if checkpointing:  # no grad: eval mode keeps the KV cache of checkpointed layers
+            self.eval()
+            try:
+                return self.score_responses(prompts, prompt_of_row, responses, response_mask, temperature, entropy,
+                                            exclude_vision_tokens)
+            finally:
+                self.train()
+        hidden, cache = self.hidden_states(prompts, use_cache=True)
+        cache.batch_select_indices(prompt_of_row)
+        rows, width = responses.shape
+        next_pos = (prompts.position_ids.amax(dim=(0, 2)) + 1)[prompt_of_row]  # [n]
+        steps = torch.arange(max(width - 1, 0), device=responses.device)
+        positions = (next_pos.unsqueeze(1) + steps).unsqueeze(0).expand(3, rows, -1)
+        mask = torch.cat([prompts.attention_mask[prompt_of_row], response_mask[:, :-1].to(prompts.attention_mask.dtype)], 1)
+        embeds = self.language_model.get_input_embeddings()(responses[:, :-1])
+        continued = self.hidden_states(LMInputs(embeds, mask, positions), past_key_values=cache, use_cache=True)[0]
+        # predictor of response token t: the prompt's last state for t = 0, else the state at token t - 1
+        predictors = torch.cat([hidden[prompt_of_row, -1:], continued, torch.zeros_like(continued[:, :1])], 1)
+        ids = torch.cat([torch.zeros_like(responses[:, :1]), responses], 1)
+        targets = torch.cat([torch.zeros_like(response_mask[:, :1]), response_mask], 1)
+        scores = self.score_targets(predictors, ids, targets, temperature, entropy, exclude_vision_tokens)
+        return TokenScores(scores.logprobs[:, 1:], None if scores.entropy is None else scores.entropy[:, 1:])
+
     def _ban(self, logits: Tensor) -> Tensor:
         banned = self.banned_token_ids
         return logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf")) if banned else logits

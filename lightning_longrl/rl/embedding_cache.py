@@ -90,7 +90,7 @@ class VideoEmbeddingCache:
             device: where returned embeddings live (entries offloaded to CPU are moved here).
         """
         if not self.config.enabled:
-            return self._encode(encode, list(range(len(video_keys))))
+            return self.encode_uncached(encode, list(range(len(video_keys))))
         version = self.version(namespace)
         keys = [(namespace, k, version) for k in video_keys]
         # one encode per distinct missing video (several questions may share a video)
@@ -98,7 +98,7 @@ class VideoEmbeddingCache:
         for i, key in enumerate(keys):
             if key not in self._entries:
                 first_of.setdefault(key, i)
-        fresh = self._encode(encode, list(first_of.values())) if first_of else []
+        fresh = self.encode_uncached(encode, list(first_of.values())) if first_of else []
         for key, emb in zip(first_of, fresh):
             self._store(key, emb)
         self.hits += len(keys) - len(first_of)
@@ -110,7 +110,8 @@ class VideoEmbeddingCache:
         self._evict()
         return out
 
-    def _encode(self, encode: Callable[[list[int]], list[VideoEmbeddings]], positions: list[int]) -> list[VideoEmbeddings]:
+    def encode_uncached(self, encode: Callable[[list[int]], list[VideoEmbeddings]], positions: list[int]) -> list[VideoEmbeddings]:
+        """Encode without storing (e.g. with gradients for a trainable tower), counting the work."""
         self.encoder_calls += 1
         self.encoded_videos += len(positions)
         return encode(positions)

@@ -152,6 +152,18 @@ def pack_rows(groups: RolloutGroups, rows: list[int], pad_id: int) -> PackedRows
     return PackedRows(ids, attention, target, questions, torch.tensor(starts, device=device))
 
 
+def left_pad(sequences: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Left-padded ids ``[Q, L]`` and attention mask of several prompts."""
+    width = max(len(s) for s in sequences)
+    device = sequences[0].device
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
+    for i, seq in enumerate(sequences):
+        ids[i, width - len(seq):] = seq
+        mask[i, width - len(seq):] = 1
+    return ids, mask
+
+
 def to_response_layout(values: Tensor, packed: PackedRows, width: int) -> Tensor:
     """``[n, L]`` values at response positions -> ``[n, width]`` aligned with the response tokens."""
     offsets = torch.arange(width, device=values.device).unsqueeze(0) + packed.response_start.unsqueeze(1)

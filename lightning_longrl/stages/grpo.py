@@ -31,7 +31,7 @@ from lightning_longrl.models.config import ModelConfig, load_model
 from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
 from lightning_longrl.rl.advantages import group_advantages, informative_groups
 from lightning_longrl.rl.embedding_cache import EmbeddingCacheConfig, VideoEmbeddingCache
-from lightning_longrl.rl.groups import RolloutGroups, pack_rows, to_response_layout
+from lightning_longrl.rl.groups import RolloutGroups, left_pad, pack_rows, to_response_layout
 from lightning_longrl.rl.monitoring import PhaseTimer
 from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss
 from lightning_longrl.rl.rewards import CombinedReward, RewardSpec, default_rewards
@@ -52,6 +52,10 @@ class UpdateConfig:
     """Responses per forward/backward (gradients accumulate up to the mini-batch); ``None``: the mini-batch."""
     max_grad_norm: float | None = 1.0
     """Clip the gradient norm before each optimizer step (``None``: no clipping)."""
+    shared_prefill: bool = True
+    """Score a question's responses from one prefill of its video and prompt (a KV cache shared by
+    the G responses) in the old-policy, reference and update passes. Off: one full sequence per
+    response. The update falls back to full sequences under gradient checkpointing."""
 
     def __post_init__(self) -> None:
         for name in ("mini_batch_size", "micro_batch_size"):
@@ -93,7 +97,8 @@ class GRPOModule(VideoQAStage):
     Args:
         model: the policy checkpoint (typically the SFT stage's export) and how to train it.
         optimizer: optimizer factory.
-        lr_schedule: learning-rate schedule over training steps (one per batch of questions).
+        lr_schedule: learning-rate schedule over policy updates (one per batch of questions; with
+            dynamic sampling, one per filled batch).
         sampling: G, temperature and length of rollouts.
         loss: clipping, KL estimator and coefficient, loss aggregation.
         update: epochs, mini- and micro-batch sizes, gradient clipping.
@@ -214,9 +219,7 @@ class GRPOModule(VideoQAStage):
             grids = torch.stack([groups.videos[q].grid_thw[0] for q in unique])
             encode = self._encoder(model, [groups.pixel_values[q] for q in unique], grids, timer, grad)
             if grad:
-                self.cache.encoder_calls += 1
-                self.cache.encoded_videos += len(unique)
-                fresh = encode(list(range(len(unique))))
+                fresh = self.cache.encode_uncached(encode, list(range(len(unique))))
             else:
                 fresh = self.cache.get(namespace, [groups.video_keys[q] for q in unique], encode, self.device)
             by_question = dict(zip(unique, fresh))
@@ -225,7 +228,7 @@ class GRPOModule(VideoQAStage):
         return VideoEmbeddings.cat([by_question[q] for q in questions])
 
     # ------------------------------------------------------------------------------ rollouts
-    def _rollout(self, batch: VideoBatch, timer: PhaseTimer) -> tuple[RolloutGroups, list[str]]:
+    def _rollout(self, batch: VideoBatch, timer: PhaseTimer) -> RolloutGroups:
         g = self.sampling.num_samples
         pixels = list(batch.pixel_values_videos.split(batch.video_grid_thw.prod(-1).tolist()))
         encode = self._encoder(self.model, pixels, batch.video_grid_thw, timer)
@@ -266,17 +269,30 @@ class GRPOModule(VideoQAStage):
             advantages=advantages.to(self.device),
         )
         self.last_rollouts = RolloutView(list(batch.records), texts, rewards, pixels, batch.video_grid_thw)
-        return groups, texts
+        return groups
 
     # -------------------------------------------------------------------------------- update
     def _scores(self, model: VideoLanguageModel, groups: RolloutGroups, rows: list[int], namespace: str,
                 timer: PhaseTimer, grad: bool = False, entropy: bool = False):
+        """Log-probs (and entropies) ``[n, T]`` of the responses in ``rows``, response-aligned."""
+        temperature = self.sampling.temperature
+        if self.update_config.shared_prefill and not (grad and model.hf.is_gradient_checkpointing):
+            # one prefill of each question's video and prompt, shared by its responses
+            g = groups.group_size
+            questions = sorted({r // g for r in rows})
+            video = self._pass_videos(groups, questions, namespace, timer, grad)
+            ids, mask = left_pad([groups.prompt_ids[q].to(self.device) for q in questions], self.model.pad_token_id)
+            prompts = model.embed(ids, mask, video, groups.second_per_grid_ts[questions])
+            prompt_of_row = torch.tensor([questions.index(r // g) for r in rows], device=self.device)
+            scores = model.score_responses(prompts, prompt_of_row, groups.responses[rows], groups.response_mask[rows],
+                                           temperature, entropy, exclude_vision_tokens=True)
+            return scores.logprobs, scores.entropy
         packed = pack_rows(groups, rows, self.model.pad_token_id)
         video = self._pass_videos(groups, packed.questions, namespace, timer, grad)
         spg = groups.second_per_grid_ts[packed.questions]
         inputs = model.embed(packed.input_ids, packed.attention_mask, video, spg)
         hidden = model.hidden_states(inputs)
-        scores = model.score_targets(hidden, packed.input_ids, packed.target_mask, self.sampling.temperature, entropy,
+        scores = model.score_targets(hidden, packed.input_ids, packed.target_mask, temperature, entropy,
                                      exclude_vision_tokens=True)
         width = groups.responses.shape[1]
         logprobs = to_response_layout(scores.logprobs, packed, width)
@@ -356,7 +372,7 @@ class GRPOModule(VideoQAStage):
         metrics: dict[str, float] = {"data/skipped_videos": float(batch.skipped_total)}
         groups = None
         if len(batch):
-            groups, texts = self._rollout(batch, timer)
+            groups = self._rollout(batch, timer)
             metrics.update(self._rollout_metrics(groups))
         ready = groups
         if self.dynamic_sampling.enabled:
@@ -374,7 +390,7 @@ class GRPOModule(VideoQAStage):
             metrics.update({f"policy/{k}": v for k, v in self._update(ready, timer).items()})
             metrics["policy/lr"] = float(self.optimizers().param_groups[0]["lr"])
         scheduler = self.lr_schedulers()
-        if scheduler is not None:
+        if scheduler is not None and rows:  # the schedule counts policy updates
             scheduler.step()
         metrics["vision/encoder_calls"] = float(self.cache.encoder_calls)
         metrics["vision/encoded_videos"] = float(self.cache.encoded_videos)
