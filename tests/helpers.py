@@ -20,6 +20,13 @@ def sft_run(tmp_path: Path, checkpoint: Path, data_dir: Path, *, max_steps: int 
         ModelConfig(path=str(checkpoint), freeze_vision=freeze_vision),
         optimizer=lambda params: __import__("torch").optim.AdamW(params, lr=1e-2),
     )
+    trainer, data = _trainer_and_data(tmp_path, data_dir, max_steps, {"limit_val_batches": 1, **(trainer_kwargs or {})},
+                                      data_kwargs)
+    return trainer, module, data
+
+
+def _trainer_and_data(tmp_path: Path, data_dir: Path, max_steps: int, trainer_kwargs: dict, data_kwargs: dict):
+    """A quiet CPU trainer logging every step, and a data module on a synthetic dataset (8 small frames)."""
     data = LongVideoDataModule(**{
         "train_file": str(data_dir / "train.jsonl"), "val_file": str(data_dir / "val.jsonl"),
         "num_frames": 8, "max_pixels": 56 * 56, "batch_size": 2, "num_workers": 0, **data_kwargs,
@@ -28,9 +35,9 @@ def sft_run(tmp_path: Path, checkpoint: Path, data_dir: Path, *, max_steps: int 
         "accelerator": "cpu", "devices": 1, "max_steps": max_steps, "default_root_dir": str(tmp_path),
         "logger": L.pytorch.loggers.TensorBoardLogger(str(tmp_path), name="logs"),
         "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
-        "limit_val_batches": 1, "log_every_n_steps": 1, **(trainer_kwargs or {}),
+        "log_every_n_steps": 1, **trainer_kwargs,
     })
-    return trainer, module, data
+    return trainer, data
 
 
 def copy_dataset_with(data_dir: Path, out: Path, replace_videos: dict[int, str]) -> Path:
@@ -61,16 +68,8 @@ def grpo_run(tmp_path: Path, checkpoint: Path, data_dir: Path, *, max_steps: int
         **(module_kwargs or {}),
     }
     module = GRPOModule(**kwargs)
-    data = LongVideoDataModule(**{
-        "train_file": str(data_dir / "train.jsonl"), "val_file": str(data_dir / "val.jsonl"),
-        "num_frames": 8, "max_pixels": 56 * 56, "batch_size": 2, "num_workers": 0, **data_kwargs,
-    })
-    trainer = L.Trainer(**{
-        "accelerator": "cpu", "devices": 1, "max_steps": max_steps, "default_root_dir": str(tmp_path),
-        "logger": L.pytorch.loggers.TensorBoardLogger(str(tmp_path), name="logs"),
-        "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
-        "limit_val_batches": 0, "log_every_n_steps": 1, **(trainer_kwargs or {}),
-    })
+    trainer, data = _trainer_and_data(tmp_path, data_dir, max_steps, {"limit_val_batches": 0, **(trainer_kwargs or {})},
+                                      data_kwargs)
     return trainer, module, data
 
 

@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_longrl.models.video_lm import VideoEmbeddings
+from lightning_longrl.models.video_lm import Generation, VideoEmbeddings
+from lightning_longrl.rl.rollout import cat_generations
 
 
 @dataclass
@@ -68,20 +69,16 @@ class RolloutGroups:
         """Groups of several rounds in one (responses right-padded to a common length)."""
         if len(items) == 1:
             return items[0]
-        length = max(i.responses.shape[1] for i in items)
-
-        def pad(t: Tensor, value) -> Tensor:
-            return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=value)
-
+        sampled = cat_generations([Generation(i.responses, i.rollout_logprobs, i.response_mask) for i in items], pad_id)
         return RolloutGroups(
             prompt_ids=[p for i in items for p in i.prompt_ids],
             video_keys=[k for i in items for k in i.video_keys],
             videos=[v for i in items for v in i.videos],
             pixel_values=[p for i in items for p in i.pixel_values],
             second_per_grid_ts=torch.cat([i.second_per_grid_ts for i in items]),
-            responses=torch.cat([pad(i.responses, pad_id) for i in items]),
-            response_mask=torch.cat([pad(i.response_mask, False) for i in items]),
-            rollout_logprobs=torch.cat([pad(i.rollout_logprobs, 0.0) for i in items]),
+            responses=sampled.tokens,
+            response_mask=sampled.mask,
+            rollout_logprobs=sampled.logprobs,
             rewards=torch.cat([i.rewards for i in items]),
             terms={k: torch.cat([i.terms[k] for i in items]) for k in items[0].terms},
             advantages=None if items[0].advantages is None else torch.cat([i.advantages for i in items]),
