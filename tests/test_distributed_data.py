@@ -36,3 +36,22 @@ def test_bad_video_limit_counts_all_ranks_and_stops_them_together(tmp_path, tiny
     proc = run(tiny_checkpoints["qwen2_vl"], data_dir, tmp_path / "run", max_bad=2)
     assert proc.returncode != 0
     assert "BadVideoLimitError" in proc.stderr and "more than max_bad_videos=2" in proc.stderr
+
+
+def test_grpo_with_dynamic_sampling_keeps_ranks_in_step(tmp_path, tiny_checkpoints, synth_dir):
+    """Two processes sample, filter and buffer different groups, yet update together (same weights
+    afterwards), and a checkpoint keeps each rank's own sampling state."""
+    import torch
+
+    script = Path(__file__).with_name("ddp_grpo_check.py")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(script), str(tiny_checkpoints["qwen2_vl"]), str(synth_dir), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 3
+    assert ranks[0]["batches"] == ranks[1]["batches"] >= 3
+    assert ranks[0]["param_sum"] == ranks[1]["param_sum"]
+    state = torch.load(out / "last.ckpt", weights_only=True)["grpo"]["ranks"]
+    assert len(state) == 2
+    assert not torch.equal(state[0]["generator"], state[1]["generator"]), "ranks must sample differently"

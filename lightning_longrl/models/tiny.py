@@ -207,7 +207,11 @@ def create_tiny_checkpoint(out_dir: str | Path, spec: TinyModelSpec | None = Non
     spec = spec or TinyModelSpec()
     out = Path(out_dir)
     stamp = out / "tiny_spec.json"
-    if not overwrite and stamp.exists() and json.loads(stamp.read_text()) == asdict(spec):
+    # the tokenizer is trained on synthetic-task text, so a new generator version means a new tokenizer
+    from lightning_longrl.synth.dataset import GENERATOR_VERSION
+
+    built_from = {**asdict(spec), "synth_generator_version": GENERATOR_VERSION}
+    if not overwrite and stamp.exists() and json.loads(stamp.read_text()) == built_from:
         return out
     tokenizer = build_tokenizer(spec.vocab_size)
     config = _config(spec, tokenizer)
@@ -216,5 +220,5 @@ def create_tiny_checkpoint(out_dir: str | Path, spec: TinyModelSpec | None = Non
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     _processor(spec.arch, tokenizer).save_pretrained(out)
-    stamp.write_text(json.dumps(asdict(spec), indent=2))
+    stamp.write_text(json.dumps(built_from, indent=2))
     return out
