@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from lightning_longrl.data.prompts import END_OF_TURN
+from lightning_longrl.distributed import reduce_scalar, world_size
 from lightning_longrl.models.mrope import mrope_position_ids
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,23 @@ class VideoEmbeddings(NamedTuple):
         return [
             VideoEmbeddings(parts[i], self.grid_thw[i : i + 1], tuple(d[i] for d in deep)) for i in range(len(sizes))
         ]
+
+    def to(self, device: torch.device | str) -> VideoEmbeddings:
+        """The same embeddings on ``device`` (``self`` when already there)."""
+        if self.embeds.device == torch.device(device):
+            return self
+        return VideoEmbeddings(self.embeds.to(device), self.grid_thw.to(device), tuple(d.to(device) for d in self.deepstack))
+
+    def detach(self) -> VideoEmbeddings:
+        return VideoEmbeddings(self.embeds.detach(), self.grid_thw, tuple(d.detach() for d in self.deepstack))
+
+    def state_dict(self) -> dict[str, Any]:
+        """CPU tensors in plain containers (loadable with ``torch.load(weights_only=True)``)."""
+        return {"embeds": self.embeds.cpu(), "grid_thw": self.grid_thw.cpu(), "deepstack": [d.cpu() for d in self.deepstack]}
+
+    @staticmethod
+    def from_state_dict(state: dict[str, Any]) -> VideoEmbeddings:
+        return VideoEmbeddings(state["embeds"], state["grid_thw"], tuple(state["deepstack"]))
 
     @staticmethod
     def cat(items: list[VideoEmbeddings]) -> VideoEmbeddings:
@@ -459,7 +476,7 @@ class VideoLanguageModel(nn.Module):
             cache.batch_repeat_interleave(num_samples)
             hidden, next_pos, mask = (t.repeat_interleave(num_samples, dim=0) for t in (hidden, next_pos, mask))
         # with sharded weights (FSDP) every rank must run the same number of decode steps
-        synced = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        synced = world_size() > 1
         embed = self.language_model.get_input_embeddings()
         eos, pad = self.eos_token_id, self.pad_token_id
         tokens, logps, alive_steps = [], [], []
@@ -478,7 +495,8 @@ class VideoLanguageModel(nn.Module):
             logps.append(torch.where(alive, logp_all.gather(-1, token.unsqueeze(-1)).squeeze(-1), torch.zeros_like(logits[:, 0])))
             alive_steps.append(alive.clone())
             alive = alive & (token != eos)
-            if not _any_alive(alive, synced) or step == max_new_tokens - 1:
+            still = bool(alive.any()) if not synced else reduce_scalar(float(alive.any()), "max") > 0
+            if not still or step == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             pos = (next_pos + step).view(1, batch, 1).expand(3, batch, 1)
@@ -486,17 +504,6 @@ class VideoLanguageModel(nn.Module):
             hidden, cache = self.hidden_states(step_inputs, past_key_values=cache, use_cache=True)
             last = hidden[:, -1]
         return Generation(torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(alive_steps, 1))
-
-
-def _any_alive(alive: Tensor, synced: bool) -> bool:
-    """Whether any row (of any rank, when ``synced``) is still generating."""
-    if not synced:
-        return bool(alive.any())
-    flag = alive.any().float().reshape(1)
-    if dist.get_backend() == "gloo":
-        flag = flag.cpu()
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item() > 0)
 
 
 def _filter_logits(logits: Tensor, top_p: float, top_k: int) -> Tensor:

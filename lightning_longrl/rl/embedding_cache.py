@@ -106,7 +106,7 @@ class VideoEmbeddingCache:
         for key in keys:
             self._entries.move_to_end(key)
             emb = self._entries[key]
-            out.append(_to(emb, device) if device is not None else emb)
+            out.append(emb.to(device) if device is not None else emb)
         self._evict()
         return out
 
@@ -117,8 +117,8 @@ class VideoEmbeddingCache:
         return encode(positions)
 
     def _store(self, key: Key, emb: VideoEmbeddings) -> None:
-        emb = VideoEmbeddings(emb.embeds.detach(), emb.grid_thw, tuple(d.detach() for d in emb.deepstack))
-        self._entries[key] = _to(emb, torch.device("cpu")) if self.config.offload_to_cpu else emb
+        emb = emb.detach()
+        self._entries[key] = emb.to("cpu") if self.config.offload_to_cpu else emb
 
     def _evict(self) -> None:
         limit = self.config.max_videos
@@ -130,10 +130,7 @@ class VideoEmbeddingCache:
         entries = []
         if self.config.save_in_checkpoint:
             for (namespace, video, version), emb in self._entries.items():
-                entries.append({
-                    "namespace": namespace, "video": video, "version": version, "embeds": emb.embeds.cpu(),
-                    "grid_thw": emb.grid_thw.cpu(), "deepstack": [d.cpu() for d in emb.deepstack],
-                })
+                entries.append({"namespace": namespace, "video": video, "version": version, **emb.state_dict()})
         return {"versions": dict(self.versions), "entries": entries}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
@@ -141,11 +138,5 @@ class VideoEmbeddingCache:
         self._entries.clear()
         target = torch.device("cpu") if self.config.offload_to_cpu or device is None else device
         for e in state.get("entries", []):
-            emb = VideoEmbeddings(e["embeds"], e["grid_thw"], tuple(e["deepstack"]))
-            self._entries[(e["namespace"], e["video"], int(e["version"]))] = _to(emb, target)
-
-
-def _to(emb: VideoEmbeddings, device: torch.device) -> VideoEmbeddings:
-    if emb.embeds.device == device:
-        return emb
-    return VideoEmbeddings(emb.embeds.to(device), emb.grid_thw.to(device), tuple(d.to(device) for d in emb.deepstack))
+            key = (e["namespace"], e["video"], int(e["version"]))
+            self._entries[key] = VideoEmbeddings.from_state_dict(e).to(target)

@@ -88,21 +88,13 @@ class RolloutGroups:
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors, lists and dicts (loadable with ``torch.load(weights_only=True)``)."""
         state = {f.name: getattr(self, f.name) for f in fields(self)}
-        state["videos"] = [{"embeds": v.embeds.cpu(), "grid_thw": v.grid_thw.cpu(), "deepstack": [d.cpu() for d in v.deepstack]}
-                           for v in self.videos]
-        return {k: _cpu(v) for k, v in state.items()}
+        state["videos"] = [v.state_dict() for v in self.videos]
+        return {k: _to(v, torch.device("cpu")) for k, v in state.items()}
 
     @staticmethod
     def from_state_dict(state: dict[str, Any], device: torch.device) -> RolloutGroups:
-        state = dict(state)
-        state["videos"] = [VideoEmbeddings(v["embeds"], v["grid_thw"], tuple(v["deepstack"])) for v in state["videos"]]
-        state["videos"] = [VideoEmbeddings(v.embeds.to(device), v.grid_thw.to(device), tuple(d.to(device) for d in v.deepstack))
-                           for v in state["videos"]]
-        return RolloutGroups(**{k: _to(v, device) if k != "videos" else v for k, v in state.items()})
-
-
-def _cpu(value):
-    return _to(value, torch.device("cpu"))
+        videos = [VideoEmbeddings.from_state_dict(v).to(device) for v in state["videos"]]
+        return RolloutGroups(**{k: _to(v, device) for k, v in state.items() if k != "videos"}, videos=videos)
 
 
 def _to(value, device: torch.device):

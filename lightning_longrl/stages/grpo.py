@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
 from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.data.records import VideoQARecord
+from lightning_longrl.distributed import gather_objects, reduce_scalar
 from lightning_longrl.models.config import ModelConfig, load_model
 from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
 from lightning_longrl.rl.advantages import group_advantages, informative_groups
@@ -35,7 +35,7 @@ from lightning_longrl.rl.groups import RolloutGroups, left_pad, pack_rows, to_re
 from lightning_longrl.rl.monitoring import PhaseTimer
 from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss
 from lightning_longrl.rl.rewards import CombinedReward, RewardSpec, default_rewards
-from lightning_longrl.rl.rollout import RolloutRequest, SamplingConfig, build_engine
+from lightning_longrl.rl.rollout import RolloutRequest, SamplingConfig, build_engine, cat_generations
 from lightning_longrl.stages.base import VideoQAStage
 from lightning_longrl.stages.optim import LRSchedule
 
@@ -379,7 +379,7 @@ class GRPOModule(VideoQAStage):
             ready = self._dynamic_sampling(groups, len(batch), metrics)
         # data-parallel ranks must run the same number of backward passes, so they decide together
         rows = ready.num_groups * ready.group_size if ready is not None else 0
-        if _min_over_ranks(rows) != -_min_over_ranks(-rows):
+        if reduce_scalar(rows, "min") != reduce_scalar(rows, "max"):
             raise RuntimeError(
                 f"this rank has {rows} responses to learn from and another rank a different number, so their "
                 "gradient all-reduces would not line up; multi-process GRPO needs every batch to keep all its "
@@ -433,8 +433,8 @@ class GRPOModule(VideoQAStage):
         metrics["groups/buffered"] = float(buffered)
         # every rank decides together and takes as many groups as the poorest rank has, or the
         # data-parallel gradient all-reduces would not line up
-        wanted = int(_min_over_ranks(wanted))
-        available = int(_min_over_ranks(buffered))
+        wanted = int(reduce_scalar(wanted, "min"))
+        available = int(reduce_scalar(buffered, "min"))
         if available < max(wanted, 1) and self.tries < self.dynamic_sampling.max_tries:
             return None
         self.tries = 0
@@ -471,7 +471,7 @@ class GRPOModule(VideoQAStage):
             "buffer": [b.state_dict() for b in self.buffer],
             "tries": self.tries,
         }
-        checkpoint["grpo"] = {"ranks": _gather_objects(local)}  # each rank samples and buffers its own
+        checkpoint["grpo"] = {"ranks": gather_objects(local)}  # each rank samples and buffers its own
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ref is not None:
@@ -508,28 +508,7 @@ def _chunks(items: list[int], size: int) -> list[list[int]]:
 
 def _interleave(parts: list[Generation], pad_id: int) -> Generation:
     """G generations of one sample per prompt -> one generation with prompt-major rows."""
-    from lightning_longrl.rl.rollout import cat_generations
-
     stacked = cat_generations(parts, pad_id)  # rows: sample-major
     g, b = len(parts), parts[0].tokens.shape[0]
     order = torch.arange(g * b).view(g, b).t().flatten()
     return Generation(stacked.tokens[order], stacked.logprobs[order], stacked.mask[order])
-
-
-def _min_over_ranks(value: float) -> float:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return float(tensor.item())
-
-
-def _gather_objects(obj: Any) -> list[Any]:
-    """``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
