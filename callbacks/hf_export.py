@@ -37,7 +37,8 @@ class HFExport(L.Callback):
             )
         # Every rank takes part in gathering the full weights (sharded strategies need it); rank 0 writes.
         state_dict = trainer.strategy.lightning_module_state_dict()
+        target = resolve_in_log_dir(trainer, self.dirpath)  # every rank: the log dir is broadcast from rank 0
         if trainer.is_global_zero:
-            self.exported = export(resolve_in_log_dir(trainer, self.dirpath), state_dict)
+            self.exported = export(target, state_dict)
             log.info("exported Hugging Face checkpoint to %s", self.exported)
         trainer.strategy.barrier("hf_export")

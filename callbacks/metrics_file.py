@@ -23,9 +23,9 @@ class MetricsJSON(L.Callback):
         self.written: Path | None = None
 
     def _write(self, trainer: L.Trainer) -> None:
+        path = resolve_in_log_dir(trainer, self.path)  # every rank: the log dir is broadcast from rank 0
         if not trainer.is_global_zero:
             return
-        path = resolve_in_log_dir(trainer, self.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items())}
         path.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -78,6 +78,13 @@ def length_parity_reward(response: str, record) -> float:
     return float(len(response) % 2 == 0)
 
 
+def first_half_reward(response: str, record) -> float:
+    """A test reward a random model can learn within a few steps: its first character decides it."""
+    return float(response[:1].lower() < "n")
+
+
+LEARNABLE_REWARDS = [{"name": "accuracy", "function": "helpers.first_half_reward", "weight": 1.0}]
+
 PARITY_REWARDS = [{"name": "accuracy", "function": "helpers.length_parity_reward", "weight": 1.0},
                   {"name": "format", "function": "lightning_longrl.rl.rewards.format_reward", "weight": 0.1}]
 

@@ -17,6 +17,7 @@ REQUIRED_METRICS = [
     "reward/format_std", "response/length_mean", "policy/kl", "policy/clip_fraction", "policy/entropy",
     "advantage/mean", "advantage/std", "advantage/abs_mean", "groups/all_equal_fraction", "vision/encoder_calls",
     "vision/encoded_videos", "time/decode", "time/encode", "time/rollout", "time/reward", "time/reference", "time/update",
+    "rollout/logprob_diff_mean", "rollout/logprob_diff_max",
 ]
 
 
@@ -75,6 +76,8 @@ def test_grpo_run_logs_everything_and_changes_the_policy(tmp_path, tiny_checkpoi
     metrics = trainer.callback_metrics
     missing = [k for k in REQUIRED_METRICS if k not in metrics]
     assert not missing, f"metrics not logged: {missing}"
+    # the policy engine samples from the weights the trainer scores with
+    assert float(metrics["rollout/logprob_diff_max"]) < 1e-4
     assert trainer.global_step == 2
     # sampled completions and their frames went to TensorBoard
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -118,8 +118,28 @@ def test_grpo_loss_is_policy_loss_plus_weighted_kl():
     assert no_ref.loss.item() == pytest.approx(policy, abs=1e-6) and no_ref.kl.item() == 0.0
 
 
+def test_truncated_importance_sampling_hand_values():
+    """Each token's policy term is weighted by min(pi_old / pi_rollout, cap); the KL term is not."""
+    logp = torch.log(torch.tensor([[0.5, 0.4, 0.3]]))
+    old = logp.clone()  # ratio 1: the policy term of each token is -A
+    rollout = torch.log(torch.tensor([[0.25, 0.5, 0.3]]))  # old/rollout = 2.0, 0.8, 1.0
+    ref = torch.log(torch.tensor([[0.25, 0.4, 0.3]]))
+    mask = torch.tensor([[1, 1, 1]])
+    adv = torch.tensor([1.0])
+    cfg = GRPOLossConfig(kl_coef=0.1, rollout_is_cap=1.5)
+    terms = grpo_loss(cfg, logp, old, adv, mask, ref, rollout_logprobs=rollout)
+    policy = -(1.5 + 0.8 + 1.0) / 3  # the first weight 2.0 is truncated to the cap 1.5
+    kl = float(kl_divergence(logp, ref).sum()) / 3
+    assert terms.policy_loss.item() == pytest.approx(policy, abs=1e-6)
+    assert terms.loss.item() == pytest.approx(policy + 0.1 * kl, abs=1e-6)
+    plain = grpo_loss(GRPOLossConfig(kl_coef=0.1), logp, old, adv, mask, ref, rollout_logprobs=rollout)
+    assert plain.policy_loss.item() == pytest.approx(-1.0, abs=1e-6)  # no correction unless asked for
+    with pytest.raises(ValueError, match="rollout engine's log-probs"):
+        grpo_loss(cfg, logp, old, adv, mask, ref)
+
+
 @pytest.mark.parametrize("kwargs", [{"clip_low": 1.0}, {"clip_high": -0.1}, {"dual_clip": 1.0}, {"kl_coef": -1},
-                                    {"kl_estimator": "k4"}, {"aggregation": "sum"}])
+                                    {"kl_estimator": "k4"}, {"aggregation": "sum"}, {"rollout_is_cap": 0.0}])
 def test_loss_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         GRPOLossConfig(**kwargs)

@@ -33,6 +33,10 @@ class GRPOLossConfig:
     aggregation: Aggregation = "token_mean"
     """``token_mean``: mean over all response tokens of the mini-batch; ``sequence_mean``: mean of
     each response's token mean (the original GRPO)."""
+    rollout_is_cap: float | None = None
+    """Truncated importance sampling: weight each token's policy-gradient term by
+    ``min(pi_old / pi_rollout, cap)``, correcting for a rollout engine (vLLM) whose probabilities
+    differ slightly from the trainer's. ``None``: no correction."""
 
     def __post_init__(self) -> None:
         if self.clip_low < 0 or self.clip_high < 0 or self.clip_low >= 1:
@@ -45,6 +49,8 @@ class GRPOLossConfig:
             raise ValueError(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
         if self.aggregation not in ("token_mean", "sequence_mean"):
             raise ValueError(f"aggregation must be token_mean or sequence_mean, got {self.aggregation!r}")
+        if self.rollout_is_cap is not None and self.rollout_is_cap <= 0:
+            raise ValueError(f"rollout_is_cap must be > 0 or None, got {self.rollout_is_cap}")
 
 
 def kl_divergence(logprobs: Tensor, ref_logprobs: Tensor, estimator: KLEstimator = "k3") -> Tensor:
@@ -127,6 +133,12 @@ class LossTerms(NamedTuple):
     clip_fraction: Tensor  # scalar, fraction of response tokens whose clipped term was active
 
 
+def rollout_importance_weights(old_logprobs: Tensor, rollout_logprobs: Tensor, cap: float) -> Tensor:
+    """``min(exp(old - rollout), cap)`` per token: how much more likely the trainer finds a token
+    than the engine that sampled it, truncated (Yao et al., 2025)."""
+    return torch.exp((old_logprobs - rollout_logprobs).clamp(max=20.0)).clamp(max=cap)
+
+
 def grpo_loss(
     config: GRPOLossConfig,
     logprobs: Tensor,
@@ -135,16 +147,27 @@ def grpo_loss(
     mask: Tensor,
     ref_logprobs: Tensor | None = None,
     normalizer: float | None = None,
+    rollout_logprobs: Tensor | None = None,
 ) -> LossTerms:
-    """The GRPO loss of a (micro-)batch of responses (negated objective of equation 1)."""
+    """The GRPO loss of a (micro-)batch of responses (negated objective of equation 1).
+
+    ``rollout_logprobs`` (the sampling engine's own log-probs) are used when
+    ``config.rollout_is_cap`` is set: the policy-gradient term of each token is weighted by
+    :func:`rollout_importance_weights`; the KL term is not.
+    """
     policy = clipped_policy_loss(logprobs, old_logprobs, advantages, config.clip_low, config.clip_high, config.dual_clip)
-    per_token = policy.loss
+    policy_tokens = policy.loss
+    if config.rollout_is_cap is not None:
+        if rollout_logprobs is None:
+            raise ValueError("rollout_is_cap is set but the rollout engine's log-probs were not given")
+        policy_tokens = policy_tokens * rollout_importance_weights(old_logprobs, rollout_logprobs, config.rollout_is_cap)
+    per_token = policy_tokens
     kl = torch.zeros((), device=logprobs.device)
     if ref_logprobs is not None and config.kl_coef > 0:
         kl_tokens = kl_divergence(logprobs, ref_logprobs, config.kl_estimator)
         per_token = per_token + config.kl_coef * kl_tokens
         kl = aggregate(kl_tokens.detach(), mask, config.aggregation, normalizer)
     loss = aggregate(per_token, mask, config.aggregation, normalizer)
-    policy_loss = aggregate(policy.loss.detach(), mask, config.aggregation, normalizer)
+    policy_loss = aggregate(policy_tokens.detach(), mask, config.aggregation, normalizer)
     fraction = (policy.clipped & mask.bool()).sum() / mask.sum().clamp(min=1)
     return LossTerms(loss, policy_loss, kl, fraction.float())

@@ -2,20 +2,26 @@
 
 The GRPO stage talks to an engine only through :class:`RolloutEngine`: a request carries the
 left-padded prompt ids and the videos' embeddings (never pixels), so an engine never runs the
-vision tower. :class:`PolicyRolloutEngine` samples with the policy's own ``generate``; a vLLM
-engine implements the same two methods.
+vision tower. :class:`PolicyRolloutEngine` samples with the policy's own ``generate``;
+:class:`~lightning_longrl.rl.vllm_engine.VLLMRolloutEngine` samples in vLLM and takes the policy's
+weights through :meth:`RolloutEngine.load_weights` (the ``VLLMWeightSync`` callback calls it).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from lightning_longrl.importing import import_object
 from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
+
+if TYPE_CHECKING:
+    from lightning_longrl.rl.vllm_engine import VLLMConfig
 
 
 @dataclass
@@ -63,13 +69,30 @@ class RolloutRequest:
 class RolloutEngine(abc.ABC):
     """Samples responses; rows of the result are prompt-major (prompt 0's samples first)."""
 
+    needs_weight_sync: bool = False
+    """The engine keeps its own copy of the weights, which must be refreshed after updates."""
+    weights_provider: Callable[[], Iterable[tuple[str, Tensor]]] | None = None
+    """Set by the training stage: the policy's current full weights, for an engine that (re)starts
+    later and must load them itself."""
+
+    @classmethod
+    def from_policy(cls, model: VideoLanguageModel, vllm: VLLMConfig | None = None) -> RolloutEngine:
+        """The engine for a policy (engines without settings ignore ``vllm``)."""
+        return cls(model)
+
     @abc.abstractmethod
     def generate(self, request: RolloutRequest, sampling: SamplingConfig, generator: torch.Generator | None) -> Generation:
         """``[B * num_samples, T]`` tokens, their log-probs under the temperature-scaled sampling
         distribution, and the mask of generated tokens (up to and including end-of-turn)."""
 
-    def sync_weights(self, model: VideoLanguageModel) -> None:  # noqa: B027 - optional hook
-        """Make the engine sample from ``model``'s current weights (called after optimizer steps)."""
+    def load_weights(self, weights: Iterable[tuple[str, Tensor]]) -> None:  # noqa: B027 - optional hook
+        """Replace the engine's weights by the policy's (Hugging Face parameter names, full tensors)."""
+
+    def release(self) -> None:  # noqa: B027 - optional hook
+        """Free what the engine holds between rollouts (GPU memory during the update phase)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Shut the engine down at the end of training (a later rollout may start it again)."""
 
 
 class PolicyRolloutEngine(RolloutEngine):
@@ -118,13 +141,16 @@ def cat_generations(parts: list[Generation], pad_id: int) -> Generation:
     )
 
 
-ENGINES = {"policy": "lightning_longrl.rl.rollout.PolicyRolloutEngine"}
+ENGINES = {
+    "policy": "lightning_longrl.rl.rollout.PolicyRolloutEngine",
+    "vllm": "lightning_longrl.rl.vllm_engine.VLLMRolloutEngine",
+}
 
 
-def build_engine(name: str, model: VideoLanguageModel) -> RolloutEngine:
-    """An engine by short name (``policy``) or import path of a :class:`RolloutEngine` subclass
-    constructed from the policy model."""
+def build_engine(name: str, model: VideoLanguageModel, vllm: VLLMConfig | None = None) -> RolloutEngine:
+    """An engine by short name (``policy``, ``vllm``) or import path of a :class:`RolloutEngine`
+    subclass, built for the policy model."""
     cls = import_object(ENGINES.get(name, name), "rollout engine")
     if not (isinstance(cls, type) and issubclass(cls, RolloutEngine)):
         raise ValueError(f"rollout engine {name!r} is not a RolloutEngine subclass")
-    return cls(model)
+    return cls.from_policy(model, vllm)

@@ -17,9 +17,11 @@ without the cache do, so the saving can be measured (``benchmarks/embedding_cach
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
@@ -33,9 +35,12 @@ from lightning_longrl.rl.advantages import group_advantages, informative_groups
 from lightning_longrl.rl.embedding_cache import EmbeddingCacheConfig, VideoEmbeddingCache
 from lightning_longrl.rl.groups import RolloutGroups, left_pad, pack_rows, to_response_layout
 from lightning_longrl.rl.monitoring import PhaseTimer
-from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss
+from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss, rollout_importance_weights
 from lightning_longrl.rl.rewards import CombinedReward, RewardSpec, default_rewards
-from lightning_longrl.rl.rollout import RolloutRequest, SamplingConfig, build_engine, cat_generations
+from lightning_longrl.importing import import_object
+from lightning_longrl.rl.rollout import ENGINES, RolloutRequest, SamplingConfig, build_engine, cat_generations
+from lightning_longrl.rl.vllm_engine import VLLMConfig
+from lightning_longrl.rl.weights import full_weights
 from lightning_longrl.stages.base import VideoQAStage
 from lightning_longrl.stages.optim import LRSchedule
 
@@ -103,8 +108,11 @@ class GRPOModule(VideoQAStage):
         loss: clipping, KL estimator and coefficient, loss aggregation.
         update: epochs, mini- and micro-batch sizes, gradient clipping.
         rewards: weighted reward terms (default 0.9 accuracy + 0.1 format).
-        rollout_engine: ``policy`` (the policy's own ``generate``) or the import path of a
+        rollout_engine: ``policy`` (the policy's own ``generate``), ``vllm`` (an in-process vLLM
+            engine per rank, kept in sync by :class:`~lightning_longrl.callbacks.VLLMWeightSync`,
+            added when the trainer has none) or the import path of a
             :class:`~lightning_longrl.rl.rollout.RolloutEngine` subclass.
+        vllm: settings of the ``vllm`` engine.
         embedding_cache: the video-embedding cache and its off switch.
         dynamic_sampling: online filtering of groups with all-equal accuracy.
         reference: checkpoint of the frozen reference model (default: ``model.path``).
@@ -123,6 +131,7 @@ class GRPOModule(VideoQAStage):
         update: UpdateConfig | None = None,
         rewards: list[RewardSpec] | None = None,
         rollout_engine: str = "policy",
+        vllm: VLLMConfig | None = None,
         embedding_cache: EmbeddingCacheConfig | None = None,
         dynamic_sampling: DynamicSamplingConfig | None = None,
         reference: str | None = None,
@@ -138,6 +147,7 @@ class GRPOModule(VideoQAStage):
         update = _as(UpdateConfig, update)
         embedding_cache = _as(EmbeddingCacheConfig, embedding_cache)
         dynamic_sampling = _as(DynamicSamplingConfig, dynamic_sampling)
+        vllm = _as(VLLMConfig, vllm)
         rewards = [_as(RewardSpec, r) for r in rewards] if rewards is not None else default_rewards()
         super().__init__(model, max_new_tokens or sampling.max_new_tokens)
         self.save_hyperparameters(ignore=["optimizer"])
@@ -151,6 +161,7 @@ class GRPOModule(VideoQAStage):
         if dynamic_sampling.enabled and "accuracy" not in self.reward.names:
             raise ValueError("dynamic_sampling needs a reward term named 'accuracy' (it drops groups that are all right or all wrong)")
         self.rollout_engine_name = rollout_engine
+        self.vllm_config = vllm
         self.cache = VideoEmbeddingCache(embedding_cache)
         self.dynamic_sampling = dynamic_sampling
         self.reference_path = reference or model.path
@@ -163,6 +174,7 @@ class GRPOModule(VideoQAStage):
         self.tries = 0
         self.last_rollouts: RolloutView | None = None  # latest questions and texts (sample logging)
         self.last_groups: RolloutGroups | None = None  # latest groups that updated the policy
+        self.policy_updated = False  # the latest training step ran an optimizer step
         self._pending_generator_state: Tensor | None = None
         self._restored: dict[str, Any] | None = None  # this rank's GRPO state from a checkpoint
 
@@ -174,7 +186,28 @@ class GRPOModule(VideoQAStage):
                                      freeze_vision=True)
             self.ref = load_model(ref_config, self.processor).eval().requires_grad_(False)
         if self.engine is None:
-            self.engine = build_engine(self.rollout_engine_name, self.model)
+            self.engine = build_engine(self.rollout_engine_name, self.model, self.vllm_config)
+            self.engine.weights_provider = self.policy_weights
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """An engine with its own copy of the weights gets a :class:`VLLMWeightSync` unless the
+        trainer already has one (configured, for instance, to sync every N steps)."""
+        from lightning_longrl.callbacks.vllm_sync import VLLMWeightSync
+
+        engine_class = import_object(ENGINES.get(self.rollout_engine_name, self.rollout_engine_name), "rollout engine")
+        present = self._trainer is not None and any(isinstance(c, VLLMWeightSync) for c in self.trainer.callbacks)
+        if getattr(engine_class, "needs_weight_sync", False) and not present:
+            return [VLLMWeightSync()]
+        return []
+
+    def policy_weights(self) -> Iterator[tuple[str, Tensor]]:
+        """The policy's full weights by Hugging Face name (gathered across ranks under FSDP)."""
+        root = self.trainer.strategy.model if self._trainer is not None else None
+        return full_weights(self.model.hf, root)
+
+    def sync_rollout_weights(self) -> None:
+        """Make the rollout engine sample from the policy's current weights."""
+        self.engine.load_weights(self.policy_weights())
 
     def collate_mode(self, stage: str) -> Literal["sft", "prompt"]:
         return "prompt"  # GRPO generates for every stage
@@ -249,6 +282,7 @@ class GRPOModule(VideoQAStage):
                 with timer("rollout"):
                     parts.append(self.engine.generate(request(videos, 1), self.sampling, generator))
             generation = _interleave(parts, self.model.pad_token_id)
+        self.engine.release()  # free the engine's memory for the update phase (GPU)
         with timer("reward"):
             texts = [self.model.tokenizer.decode(t[m].tolist(), skip_special_tokens=True)
                      for t, m in zip(generation.tokens, generation.mask)]
@@ -328,7 +362,8 @@ class GRPOModule(VideoQAStage):
                         logprobs, entropy = self._scores(self.model, groups, rows, "policy", timer,
                                                          grad=self.vision_trainable, entropy=True)
                         terms = grpo_loss(self.loss_config, logprobs, old[rows], advantages[rows], mask[rows],
-                                          None if ref is None else ref[rows], max(normalizer, 1.0))
+                                          None if ref is None else ref[rows], max(normalizer, 1.0),
+                                          groups.rollout_logprobs[rows])
                         self.manual_backward(terms.loss)
                         share = float(mask[rows].sum()) / max(tokens, 1.0)
                         sums["loss"] += float(terms.loss.detach())
@@ -339,11 +374,16 @@ class GRPOModule(VideoQAStage):
                         entropy_tokens += float(mask[rows].sum())
                     sums["grad_norm"] += self._optimizer_step(optimizer)
                     steps += 1
-            self.engine.sync_weights(self.model)
-        out = {k: v / max(steps, 1) for k, v in sums.items() if k != "entropy"}
-        out["entropy"] = sums["entropy"] / max(entropy_tokens, 1.0)
-        out["optimizer_steps"] = float(steps)
-        out["rollout_logprob_gap"] = float(((old - groups.rollout_logprobs).abs() * mask).sum() / mask.sum().clamp(min=1))
+        out = {f"policy/{k}": v / max(steps, 1) for k, v in sums.items() if k != "entropy"}
+        out["policy/entropy"] = sums["entropy"] / max(entropy_tokens, 1.0)
+        out["policy/optimizer_steps"] = float(steps)
+        # rollout/trainer agreement: the engine's sampling log-probs vs the trainer's, same weights
+        gap = (old - groups.rollout_logprobs).abs() * mask
+        out["rollout/logprob_diff_mean"] = float(gap.sum() / mask.sum().clamp(min=1))
+        out["rollout/logprob_diff_max"] = float(gap.max()) if gap.numel() else 0.0
+        if self.loss_config.rollout_is_cap is not None:
+            weights = rollout_importance_weights(old, groups.rollout_logprobs, self.loss_config.rollout_is_cap)
+            out["rollout/is_weight_mean"] = float((weights * mask).sum() / mask.sum().clamp(min=1))
         return out
 
     def _order_seed(self) -> int:
@@ -385,9 +425,10 @@ class GRPOModule(VideoQAStage):
                 "gradient all-reduces would not line up; multi-process GRPO needs every batch to keep all its "
                 "videos readable (and equal batch sizes on every rank)"
             )
+        self.policy_updated = bool(rows)
         if rows:
             self.last_groups = ready
-            metrics.update({f"policy/{k}": v for k, v in self._update(ready, timer).items()})
+            metrics.update(self._update(ready, timer))
             metrics["policy/lr"] = float(self.optimizers().param_groups[0]["lr"])
         scheduler = self.lr_schedulers()
         if scheduler is not None and rows:  # the schedule counts policy updates
@@ -483,6 +524,10 @@ class GRPOModule(VideoQAStage):
                                  f"(this run has {self.trainer.world_size})")
             # applied in on_train_start, once the strategy has moved the module to its device
             self._restored = ranks[self.global_rank]
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self.engine is not None:
+            self.engine.close()  # a vLLM engine's memory goes back before testing or exporting
 
     def on_train_start(self) -> None:
         state, self._restored = self._restored, None

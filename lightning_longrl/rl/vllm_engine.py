@@ -1,0 +1,336 @@
+"""Rollouts in vLLM, fed with the cached video embeddings (vLLM never sees a frame).
+
+Each training rank runs its own in-process vLLM engine next to the policy. A prompt enters vLLM as
+its token ids, with the video placeholder collapsed to one ``<|video_pad|>`` token, plus the
+video's embeddings and patch grid (and, for Qwen2.5-VL, the seconds per temporal patch that its
+M-RoPE scales by); vLLM expands the placeholder back to the same positions the trainer uses.
+
+Log-probs come back under the distribution vLLM samples from (``processed_logprobs``: after the
+vision-token ban and the temperature), the same one the trainer scores with
+:meth:`VideoLanguageModel.score_targets`. With ``top_p < 1`` or ``top_k > 0`` the sampling
+distribution is truncated and its log-probs are those of the truncated distribution.
+
+The engine loads the checkpoint folder once, then takes the policy's weights in place
+(``reload_weights``) whenever :class:`~lightning_longrl.callbacks.VLLMWeightSync` pushes them.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_longrl.distributed import reduce_scalar
+from lightning_longrl.models.video_lm import Generation, VideoLanguageModel
+from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+
+@dataclass
+class VLLMConfig:
+    """Settings of the vLLM rollout engine (``GRPOModule(rollout_engine="vllm", vllm=...)``)."""
+
+    dtype: str | None = None
+    """Weights and activations in vLLM; ``None``: the policy's dtype."""
+    max_model_len: int | None = None
+    """Longest prompt plus response, in tokens (video tokens included). ``None``: the first
+    batch's longest prompt plus ``max_new_tokens``, with 25% headroom; a longer prompt later
+    rebuilds the engine with more room (set it to avoid the rebuild)."""
+    max_num_batched_tokens: int | None = None
+    """Tokens per engine step; ``None``: ``max_model_len``, so a whole video prompt prefills at once."""
+    max_num_seqs: int | None = None
+    """Sequences decoded together; ``None``: vLLM's default."""
+    gpu_memory_utilization: float = 0.35
+    """GPU only: the share of GPU memory vLLM may take (weights plus KV cache) next to training."""
+    cpu_kv_cache_gib: float = 1.0
+    """CPU only: KV-cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
+    enable_prefix_caching: bool = True
+    """Reuse the prompt's KV cache across the G samples of a question."""
+    sleep_level: int = 1
+    """GPU only: free memory during the update phase. 1 offloads weights to CPU and drops the KV
+    cache; 2 drops both (weights come back with the next sync); 0 never sleeps. CPU: a logged no-op."""
+    enforce_eager: bool | None = None
+    """Run the model eagerly. ``None``: eagerly on CPU (starts in seconds; compiling cost about
+    25 s at the first start for about 20% more tiny-model throughput), compiled with CUDA graphs
+    on GPU."""
+    seed: int = 0
+    """Engine seed (every request also carries its own seed drawn from the rollout generator)."""
+    extra_args: dict[str, Any] = field(default_factory=dict)
+    """Further ``vllm.LLM(...)`` arguments."""
+
+    def __post_init__(self) -> None:
+        if self.sleep_level not in (0, 1, 2):
+            raise ValueError(f"vllm sleep_level must be 0, 1 or 2, got {self.sleep_level}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"vllm max_model_len must be >= 1 or None, got {self.max_model_len}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"vllm gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+
+
+WeightsProvider = Callable[[], Iterable[tuple[str, Tensor]]]
+
+
+class VLLMRolloutEngine(RolloutEngine):
+    """Samples G responses per question with vLLM from the questions' cached video embeddings.
+
+    Args:
+        model: the policy (its checkpoint folder, tokenizer and special tokens; vLLM holds its own
+            copy of the weights).
+        config: engine settings.
+    """
+
+    needs_weight_sync = True
+
+    def __init__(self, model: VideoLanguageModel, config: VLLMConfig | None = None) -> None:
+        if model.model_type not in SUPPORTED_MODEL_TYPES:
+            raise NotImplementedError(
+                f"the vLLM rollout engine supports {SUPPORTED_MODEL_TYPES}, not {model.model_type!r} "
+                "(Qwen3-VL's video prompt carries per-frame timestamps that cached embeddings do not); "
+                "use rollout_engine: policy"
+            )
+        self.model = model
+        self.config = config or VLLMConfig()
+        self.path = str(model.hf.name_or_path)
+        if not (Path(self.path) / "config.json").is_file():
+            raise ValueError(f"the vLLM engine starts from the policy's checkpoint folder, but the policy was not "
+                             f"loaded from one (name_or_path={self.path!r})")
+        self.dtype = self.config.dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.weights_provider: WeightsProvider | None = None
+        """Where a (re)built engine takes the policy's current weights from (set by the GRPO stage;
+        under FSDP it gathers, so every rank builds at the same time)."""
+        self.llm = None
+        self.max_model_len = 0
+        self.builds = 0
+        self.sleeping: set[str] = set()  # vLLM sleep tags ("weights", "kv_cache") now asleep (GPU)
+        self._told_no_sleep = False
+        # vision placeholders are never sampled (as in the policy's own generate); a bias of -inf
+        # masks them before the temperature, so the reported log-probs renormalise without them
+        self._ban = {int(i): float("-inf") for i in model.banned_token_ids}
+        self._video_token = int(model.hf.config.video_token_id)
+
+    @classmethod
+    def from_policy(cls, model: VideoLanguageModel, vllm: VLLMConfig | None = None) -> VLLMRolloutEngine:
+        return cls(model, vllm)
+
+    # ---------------------------------------------------------------------------- lifecycle
+    @property
+    def on_gpu(self) -> bool:
+        return torch.cuda.is_available()
+
+    def _build(self, needed: int) -> None:
+        """Start vLLM with room for ``needed`` tokens per sequence, then load the policy's weights."""
+        if self.config.max_model_len is not None:
+            if needed > self.config.max_model_len:
+                raise ValueError(
+                    f"a prompt plus its response needs {needed} tokens but vllm.max_model_len is "
+                    f"{self.config.max_model_len}; raise it or sample fewer frames / smaller frames"
+                )
+            length = self.config.max_model_len
+        else:
+            length = int(math.ceil(needed * 1.25 / 64) * 64)
+        if self.llm is not None:
+            log.warning("vLLM engine: a prompt needs %d tokens, more than its max_model_len %d; rebuilding it "
+                        "with %d (set vllm.max_model_len to avoid this)", needed, self.max_model_len, length)
+            self.close()
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights load by reference
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.config.cpu_kv_cache_gib:g}")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        # the engine shares the training process's cores: do not pin its threads (pinning also
+        # pins the trainer's own threads, and was slower on a 2-core machine)
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        from vllm import LLM
+
+        _quiet_benign_vllm_warnings()
+
+        args: dict[str, Any] = dict(
+            model=self.path, tokenizer=self.path, dtype=self.dtype, seed=self.config.seed,
+            distributed_executor_backend="uni",
+            enforce_eager=self.config.enforce_eager if self.config.enforce_eager is not None else not self.on_gpu,
+            enable_mm_embeds=True, limit_mm_per_prompt={"video": 1, "image": 0},
+            max_model_len=length, max_num_batched_tokens=self.config.max_num_batched_tokens or length,
+            logprobs_mode="processed_logprobs", enable_prefix_caching=self.config.enable_prefix_caching,
+        )
+        if self.config.max_num_seqs is not None:
+            args["max_num_seqs"] = self.config.max_num_seqs
+        if self.on_gpu:
+            # one independent engine per rank, on the rank's own GPU (untested here: no GPU with vLLM)
+            args["device_ids"] = [torch.cuda.current_device()]
+            args["gpu_memory_utilization"] = self.config.gpu_memory_utilization
+            args["enable_sleep_mode"] = self.config.sleep_level > 0
+        args.update(self.config.extra_args)
+        set_num_threads = torch.set_num_threads
+        try:
+            self.llm = LLM(**args)
+        finally:
+            # vLLM's CPU worker replaces torch.set_num_threads for the whole process; data-loader
+            # workers (forked processes) still need the real one
+            torch.set_num_threads = set_num_threads
+        self.max_model_len = length
+        self.builds += 1
+        self.sleeping = set()
+        if self.weights_provider is not None:
+            self.load_weights(self.weights_provider())
+
+    def close(self) -> None:
+        """Shut the engine down (a later rollout starts it again)."""
+        if self.llm is None:
+            return
+        self.llm = None
+        gc.collect()
+        if self.on_gpu:
+            torch.cuda.empty_cache()
+
+    def release(self) -> None:
+        """Sleep during the update phase (GPU); on CPU vLLM has no sleep mode and this only logs."""
+        if self.llm is None or self.config.sleep_level == 0 or self.sleeping:
+            return
+        if not self.on_gpu:
+            if not self._told_no_sleep:
+                log.info("vLLM engine: no sleep mode on CPU; the engine stays resident during updates")
+                self._told_no_sleep = True
+            return
+        self.llm.sleep(level=self.config.sleep_level)
+        self.sleeping = {"weights", "kv_cache"}
+
+    def _wake(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
+        waking = [t for t in tags if t in self.sleeping]
+        if not waking:
+            return
+        self.llm.wake_up(waking)
+        self.sleeping -= set(waking)
+        if "weights" in waking and self.config.sleep_level == 2 and tags != ("weights",):
+            # level 2 dropped the weights; without a sync since, take them from the policy again
+            if self.weights_provider is None:
+                raise RuntimeError("vLLM sleep_level 2 discarded the weights and no weights provider is set")
+            self.load_weights(self.weights_provider())
+
+    # ------------------------------------------------------------------------------ weights
+    @torch.no_grad()
+    def load_weights(self, weights: Iterable[tuple[str, Tensor]]) -> None:
+        """Copy the policy's weights into vLLM in place (Hugging Face names; vLLM maps and fuses
+        them) and drop every cache computed with the old ones. Before the engine is built this does
+        nothing: a build loads :attr:`weights_provider`'s weights itself."""
+        if self.llm is None:
+            for _ in weights:  # a gathering iterator is a collective: run it on every rank
+                pass
+            return
+        self._wake(("weights",))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _on(weights, self.dtype)})
+        # the reload empties the worker's encoder cache; the scheduler must forget it too
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_prefix_cache()
+
+    # ----------------------------------------------------------------------------- rollouts
+    @torch.no_grad()
+    def generate(self, request: RolloutRequest, sampling: SamplingConfig, generator: torch.Generator | None) -> Generation:
+        prompts = [self._prompt(request, i) for i in range(len(request))]
+        longest = int(request.attention_mask.sum(-1).max())  # prompt ids carry every video token
+        needed = int(reduce_scalar(longest + sampling.max_new_tokens, "max"))  # ranks build together
+        if self.llm is None or needed > self.max_model_len:
+            self._build(needed)
+        self._wake()
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            n=request.num_samples, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+            max_tokens=sampling.max_new_tokens, logprobs=0, flat_logprobs=True, logit_bias=self._ban,
+            ignore_eos=True, stop_token_ids=[self.model.eos_token_id], detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        # Reproducible sampling: vLLM draws from the global RNG, seeded here from the rollout
+        # generator and restored afterwards, and every call starts from an empty prefix cache so the
+        # engine schedules (and so draws) the same way for the same request. (Per-request seeds would
+        # be the alternative, but vLLM's CPU backend fails to rewind a seeded generator when it
+        # splits a prefill across steps.) The G samples of a question still share its prefill.
+        self.llm.reset_prefix_cache()
+        if self.config.enable_prefix_caching and request.num_samples > 1:
+            # prefill each prompt once (greedy, one token, no random draws): its G samples, which
+            # vLLM schedules together, then find the video's KV cache instead of each computing it
+            warm = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY)
+            self.llm.generate(prompts, warm, use_tqdm=False)
+        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=_device_of(generator)))
+        devices = [torch.cuda.current_device()] if self.on_gpu else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return self._to_generation(outputs, request.num_samples, request.input_ids.device)
+
+    def _prompt(self, request: RolloutRequest, i: int) -> dict[str, Any]:
+        ids = request.input_ids[i][request.attention_mask[i].bool()].tolist()
+        # vLLM expands one placeholder per video into as many tokens as the embeddings have rows
+        collapsed = [t for j, t in enumerate(ids) if not (t == self._video_token and j and ids[j - 1] == self._video_token)]
+        video = request.videos[i]
+        data: dict[str, Any] = {"video_embeds": video.embeds.to(getattr(torch, self.dtype)), "video_grid_thw": video.grid_thw}
+        if self.model.model_type == "qwen2_5_vl":  # Qwen2-VL's M-RoPE has no time scale
+            data["second_per_grid_ts"] = request.second_per_grid_ts[i : i + 1].float().cpu()
+        return {"prompt_token_ids": collapsed, "multi_modal_data": {"video": data}}
+
+    def _to_generation(self, outputs, num_samples: int, device: torch.device) -> Generation:
+        rows: list[tuple[list[int], list[float]]] = []
+        for out in outputs:
+            samples = sorted(out.outputs, key=lambda c: c.index)
+            if len(samples) != num_samples:
+                raise RuntimeError(f"vLLM returned {len(samples)} samples for a prompt, expected {num_samples}")
+            for c in samples:
+                tokens = list(c.token_ids)
+                rows.append((tokens, _sampled_logprobs(c.logprobs, tokens)))
+        width = max(1, max(len(t) for t, _ in rows))
+        tokens = torch.full((len(rows), width), self.model.pad_token_id, dtype=torch.long)
+        logprobs = torch.zeros(len(rows), width)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for r, (ids, lps) in enumerate(rows):
+            tokens[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            logprobs[r, : len(ids)] = torch.tensor(lps)
+            mask[r, : len(ids)] = True
+        return Generation(tokens.to(device), logprobs.to(device), mask.to(device))
+
+
+class _BenignWarnings(logging.Filter):
+    """Drops vLLM warnings that every weight sync and every data-loader worker would repeat but
+    that say nothing is wrong: layers without checkpoint weights (rotary tables, a fused-norm
+    wrapper) "failed to load", and set_num_threads calls vLLM's CPU worker refuses."""
+
+    BENIGN = ("RotaryEmbedding: Failed to load weights", "MRotaryEmbedding: Failed to load weights",
+              "FusedMMInputNorm: Failed to load weights", "doesn't allow to use `torch.set_num_threads`")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.BENIGN)
+
+
+def _quiet_benign_vllm_warnings() -> None:
+    for name in ("vllm.model_executor.model_loader.reload.layerwise", "vllm.v1.worker.cpu_worker"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _BenignWarnings) for f in logger.filters):
+            logger.addFilter(_BenignWarnings())
+
+
+def _sampled_logprobs(flat, tokens: list[int]) -> list[float]:
+    """The log-prob of each sampled token from vLLM's flat per-position log-prob lists."""
+    out = []
+    for j, token in enumerate(tokens):
+        entries = range(flat.start_indices[j], flat.end_indices[j])
+        out.append(next(flat.logprobs[k] for k in entries if flat.token_ids[k] == token))
+    return out
+
+
+def _device_of(generator: torch.Generator | None) -> torch.device | str:
+    return generator.device if generator is not None else "cpu"
+
+
+def _on(weights: Iterable[tuple[str, Tensor]], dtype: str) -> Iterator[tuple[str, Tensor]]:
+    target = getattr(torch, dtype)
+    for name, tensor in weights:
+        yield name, tensor.to(target)
