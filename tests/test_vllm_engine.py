@@ -55,6 +55,7 @@ def _rewards(steps: list[dict]) -> list[float]:
 
 def test_grpo_with_vllm_learns_like_the_policy_engine(tmp_path, tiny_checkpoints, synth_dir):
     runs = _run("vllm_grpo_check.py", "learn", tiny_checkpoints["qwen2_5_vl"], synth_dir, tmp_path)
+    never = runs.pop("vllm_never_synced")
     for engine, steps in runs.items():
         rewards = _rewards(steps)
         assert sum(rewards[:3]) / 3 < 0.8, f"{engine}: the reward starts too high for the test to show learning"
@@ -63,6 +64,9 @@ def test_grpo_with_vllm_learns_like_the_policy_engine(tmp_path, tiny_checkpoints
     # the recorder reads a step's metrics before the sync of that step is logged
     assert all("time/weight_sync" in s for s in vllm[1:]), "VLLMWeightSync was not added or did not sync every step"
     assert max(s["rollout/logprob_diff_max"] for s in vllm) <= 1e-4
+    # without the sync the engine keeps sampling from the starting weights
+    assert "time/weight_sync" not in never[-1]
+    assert never[-1]["rollout/logprob_diff_max"] > 1e-2
 
 
 def test_grpo_with_vllm_resumes_exactly(tmp_path, tiny_checkpoints, synth_dir):

@@ -1,8 +1,9 @@
 """Run by tests/test_vllm_engine.py in its own process (vLLM's CPU backend pins the process's threads).
 
 usage: python vllm_grpo_check.py learn|resume CHECKPOINT DATA_DIR OUT_DIR
-- learn: the same GRPO run (a reward learnable within a few steps) with the `policy` engine and
-  with the `vllm` engine; writes each run's per-step metrics.
+- learn: the same GRPO run (a reward learnable within a few steps) with the `policy` engine, with
+  the `vllm` engine, and with the `vllm` engine never synced (VLLMWeightSync(every_n_steps=0));
+  writes each run's per-step metrics.
 - resume: a vLLM-engine run of 4 steps, and the same run resumed from its checkpoint after step 2;
   writes both runs' per-step metrics and the batches they saw.
 Prints one JSON line.
@@ -16,6 +17,7 @@ import lightning as L
 import torch
 
 from helpers import LEARNABLE_REWARDS, PARITY_REWARDS, MetricsRecorder, grpo_run  # noqa: E402 (tests/ is on sys.path)
+from lightning_longrl.callbacks import VLLMWeightSync
 from lightning_longrl.rl.rollout import SamplingConfig
 
 
@@ -29,7 +31,8 @@ class SaveEveryBatch(L.Callback):
         trainer.save_checkpoint(self.folder / f"batch={self.count}.ckpt")
 
 
-def run(out: Path, engine: str, max_steps: int, rewards, lr: float, callbacks=(), ckpt_path=None, **data) -> MetricsRecorder:
+def run(out: Path, engine: str, max_steps: int, rewards, lr: float, callbacks=(), ckpt_path=None,
+        **data) -> MetricsRecorder:
     recorder = MetricsRecorder()
     trainer, module, datamodule = grpo_run(
         out, Path(sys.argv[2]), Path(sys.argv[3]), max_steps=max_steps,
@@ -47,6 +50,8 @@ def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[4])
     if mode == "learn":
         result = {engine: run(out / engine, engine, 16, LEARNABLE_REWARDS, 2e-2).steps for engine in ("policy", "vllm")}
+        never = VLLMWeightSync(every_n_steps=0)
+        result["vllm_never_synced"] = run(out / "never", "vllm", 6, LEARNABLE_REWARDS, 2e-2, callbacks=[never]).steps
     elif mode == "resume":
         saver = SaveEveryBatch(out / "ckpt")
         full = run(out / "full", "vllm", 4, PARITY_REWARDS, 1e-2, callbacks=[saver])

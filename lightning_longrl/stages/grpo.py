@@ -29,6 +29,7 @@ from torch import Tensor
 from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.distributed import gather_objects, reduce_scalar
+from lightning_longrl.importing import import_object
 from lightning_longrl.models.config import ModelConfig, load_model
 from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
 from lightning_longrl.rl.advantages import group_advantages, informative_groups
@@ -37,7 +38,6 @@ from lightning_longrl.rl.groups import RolloutGroups, left_pad, pack_rows, to_re
 from lightning_longrl.rl.monitoring import PhaseTimer
 from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss, rollout_importance_weights
 from lightning_longrl.rl.rewards import CombinedReward, RewardSpec, default_rewards
-from lightning_longrl.importing import import_object
 from lightning_longrl.rl.rollout import ENGINES, RolloutRequest, SamplingConfig, build_engine, cat_generations
 from lightning_longrl.rl.vllm_engine import VLLMConfig
 from lightning_longrl.rl.weights import full_weights
