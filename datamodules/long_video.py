@@ -148,7 +148,11 @@ class LongVideoDataModule(L.LightningDataModule):
         if stage != "fit":
             return DataLoader(self.dataset(stage), shuffle=shuffle, **kwargs)
         trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        world, rank = 1, 0
+        if trainer is not None and trainer.world_size > 1:
+            # the strategy's data-parallel shape (MRSPStrategy: sequence-parallel ranks share samples)
+            shards = trainer.strategy.distributed_sampler_kwargs
+            world, rank = shards["num_replicas"], shards["rank"]
         seed = hp.shuffle_seed if hp.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
         sampler = ResumableSampler(self.dataset(stage), shuffle=shuffle, seed=seed, num_replicas=world, rank=rank)
         self._train_loader = ResumableDataLoader(self.dataset(stage), sampler, self._train_batches_done, **kwargs)

@@ -86,6 +86,12 @@ class VideoQAStage(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         portable_hparams(checkpoint, self)
 
+    @property
+    def sp_group(self):
+        """The sequence-parallel group of this rank under :class:`~lightning_longrl.parallel.MRSPStrategy`
+        with ``sp_size > 1``; ``None`` otherwise."""
+        return getattr(self._trainer.strategy, "sp_group", None) if self._trainer is not None else None
+
     # -------------------------------------------------------------------------------- export
     def export_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write weights, tokenizer and processor as a Hugging Face folder.

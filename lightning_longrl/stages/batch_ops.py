@@ -5,18 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from lightning_longrl.data.collate import IGNORE_INDEX, VideoBatch
 from lightning_longrl.data.prompts import normalize_choice, parse_response
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.models.video_lm import Generation, LMInputs, VideoEmbeddings, VideoLanguageModel
+from lightning_longrl.parallel.encode import sp_encode_video
+from lightning_longrl.parallel.sequence import sp_hidden_states, sp_score_targets
 from lightning_longrl.rl.rewards import answers_match
 
 
-def encode_batch(model: VideoLanguageModel, batch: VideoBatch) -> VideoEmbeddings:
-    """Vision embeddings of the batch's videos; no autograd graph when the vision tower is frozen."""
+def encode_batch(model: VideoLanguageModel, batch: VideoBatch, sp_group: dist.ProcessGroup | None = None) -> VideoEmbeddings:
+    """Vision embeddings of the batch's videos; no autograd graph when the vision tower is frozen.
+    With a sequence-parallel group, each of its ranks encodes a share of every video's frames."""
     trainable = torch.is_grad_enabled() and any(p.requires_grad for p in model.vision_tower.parameters())
     with torch.set_grad_enabled(trainable):
+        if sp_group is not None:
+            return sp_encode_video(model, batch.pixel_values_videos, batch.video_grid_thw, sp_group)
         return model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
 
 
@@ -26,12 +32,18 @@ def embed_batch(model: VideoLanguageModel, batch: VideoBatch, video: VideoEmbedd
     return model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
 
 
-def sft_token_logprobs(model: VideoLanguageModel, batch: VideoBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs ``[B, L]`` of the target tokens of an SFT batch and the target mask ``[B, L]``."""
+def sft_token_logprobs(model: VideoLanguageModel, batch: VideoBatch,
+                       sp_group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs ``[B, L]`` of the target tokens of an SFT batch and the target mask ``[B, L]``.
+    With a sequence-parallel group, the prefill is split along the sequence over its ranks (MM-SP)."""
     if batch.labels is None:
         raise ValueError("this batch has no labels; collate it in 'sft' mode")
     mask = batch.labels != IGNORE_INDEX
-    return model.token_logprobs(embed_batch(model, batch), batch.input_ids, mask), mask
+    if sp_group is None:
+        return model.token_logprobs(embed_batch(model, batch), batch.input_ids, mask), mask
+    inputs = embed_batch(model, batch, encode_batch(model, batch, sp_group))
+    hidden, shard = sp_hidden_states(model, inputs, sp_group)
+    return sp_score_targets(model, hidden, shard, batch.input_ids, mask, sp_group).logprobs, mask
 
 
 @dataclass

@@ -50,7 +50,7 @@ class SFTModule(VideoQAStage):
 
     # ------------------------------------------------------------------------------- training
     def _loss(self, batch: VideoBatch) -> tuple[torch.Tensor, int]:
-        logprobs, mask = sft_token_logprobs(self.model, batch)
+        logprobs, mask = sft_token_logprobs(self.model, batch, self.sp_group)
         count = int(mask.sum())
         return -logprobs[mask].sum() / max(count, 1), count
 

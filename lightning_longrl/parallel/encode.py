@@ -1,0 +1,47 @@
+"""Parallel video encoding (MR-SP stage 1): each rank of a sequence-parallel group encodes an
+even share of a video's frames, and an all-gather gives every rank the whole video's embeddings.
+
+In the Qwen2-VL / Qwen2.5-VL vision towers a temporal patch (2 frames) never attends to another
+one, so encoding the shares separately gives exactly the embeddings of encoding them together.
+When the temporal patches do not divide evenly, the last one is repeated to fill the last share
+and what it produced is dropped after the gather.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from lightning_longrl.models.video_lm import VideoEmbeddings, VideoLanguageModel
+from lightning_longrl.parallel.collectives import all_gather
+
+
+def sp_encode_video(model: VideoLanguageModel, pixel_values: Tensor, grid_thw: Tensor,
+                    group: dist.ProcessGroup) -> VideoEmbeddings:
+    """:meth:`VideoLanguageModel.encode_video` with the frames split across ``group``.
+
+    Args:
+        pixel_values: ``[P, C*T*p*p]`` patches of the batch's videos, in order.
+        grid_thw: ``[V, 3]`` patch grid of each video.
+
+    Returns:
+        the embeddings of all videos, identical on every rank of the group.
+    """
+    if model.model_type not in ("qwen2_vl", "qwen2_5_vl"):
+        raise NotImplementedError(f"parallel encoding supports qwen2_vl and qwen2_5_vl, not {model.model_type!r}")
+    size, rank = dist.get_world_size(group), dist.get_rank(group)
+    merge = model.spatial_merge_size ** 2
+    outputs = []
+    for pixels, (t, h, w) in zip(pixel_values.split((grid_thw.prod(-1)).tolist()), grid_thw.tolist()):
+        per_frame = h * w  # patch rows of one temporal patch
+        share = -(-t // size)
+        frames = pixels.view(t, per_frame, -1)
+        if share * size > t:  # repeat the last temporal patch to fill the last share
+            frames = torch.cat([frames, frames[-1:].expand(share * size - t, -1, -1)])
+        mine = frames[rank * share : (rank + 1) * share].reshape(share * per_frame, -1)
+        local = model.encode_video(mine, torch.tensor([[share, h, w]], device=grid_thw.device)).embeds
+        gathered = all_gather(local, dim=0, group=group)  # with gradients, for a trainable tower
+        outputs.append(gathered[: t * per_frame // merge])
+    return VideoEmbeddings(torch.cat(outputs), grid_thw)

@@ -1,0 +1,112 @@
+"""Ulysses sequence-parallel attention, registered in transformers' attention interface.
+
+Each rank of a sequence-parallel group holds a contiguous slice of the sequence. Before
+attention, an all-to-all trades sequence slices for head groups: every rank then holds all
+positions of ``heads / sp`` heads and runs ordinary causal attention over the whole sequence;
+a second all-to-all trades back. Both exchanges are differentiable. Key/value heads are
+replicated to the query heads when there are fewer of them than ranks.
+
+The model's own code is untouched: :func:`ulysses_attention` is registered under the name
+``"ulysses"`` and selected by setting the language model's ``_attn_implementation`` for the
+duration of a sequence-parallel forward (:func:`sequence_parallel_attention`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_longrl.parallel.collectives import all_to_all
+
+NAME = "ulysses"
+
+
+@dataclass
+class _Active:
+    group: dist.ProcessGroup
+    key_padding: Tensor  # [B, L] bool over the whole (padded) sequence, True at real tokens
+
+
+_ACTIVE: _Active | None = None
+
+
+def ulysses_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[Tensor, None]:
+    """Attention over the whole sequence from this rank's slice.
+
+    Args:
+        query: ``[B, Hq, l, D]`` for this rank's ``l = L / sp`` positions.
+        key, value: ``[B, Hkv, l, D]``.
+
+    Returns:
+        ``[B, l, Hq, D]`` attention output for this rank's positions (as transformers expects).
+    """
+    if _ACTIVE is None:
+        raise RuntimeError("ulysses attention runs only inside sequence_parallel_attention(...)")
+    group = _ACTIVE.group
+    sp = dist.get_world_size(group)
+    heads, kv_heads = query.shape[1], key.shape[1]
+    if heads % sp:
+        raise ValueError(f"{heads} attention heads cannot be split over a sequence-parallel group of {sp}")
+    if kv_heads % sp:  # fewer (or indivisible) KV heads than ranks: give every query head its own copy
+        key = key.repeat_interleave(heads // kv_heads, dim=1)
+        value = value.repeat_interleave(heads // kv_heads, dim=1)
+    # [B, H, l, D] -> [B, H/sp, L, D]: all positions of this rank's heads
+    q, k, v = (all_to_all(t, scatter_dim=1, gather_dim=2, group=group) for t in (query, key, value))
+    if k.shape[1] != q.shape[1]:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    length = q.shape[2]
+    padding = _ACTIVE.key_padding
+    causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+    mask = causal[None, None] & padding[:, None, None, :]
+    # a padding query would see no key at all (NaN); let it see itself, its output is never used
+    mask = mask | torch.eye(length, dtype=torch.bool, device=q.device)[None, None]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout if module.training else 0.0,
+                                         scale=scaling)
+    # [B, H/sp, L, D] -> [B, H, l, D] -> [B, l, H, D]
+    out = all_to_all(out, scatter_dim=2, gather_dim=1, group=group)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> None:
+    """Make ``"ulysses"`` a valid attention implementation name (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(NAME, ulysses_attention)
+
+
+@contextmanager
+def sequence_parallel_attention(language_model: nn.Module, group: dist.ProcessGroup, key_padding: Tensor) -> Iterator[None]:
+    """Run ``language_model``'s attention layers as Ulysses attention over ``group``.
+
+    Args:
+        language_model: the decoder whose ``config._attn_implementation`` is switched.
+        group: the sequence-parallel process group.
+        key_padding: ``[B, L]`` True at real tokens of the whole padded sequence.
+    """
+    global _ACTIVE
+    register()
+    config = language_model.config
+    previous, previous_active = config._attn_implementation, _ACTIVE
+    config._attn_implementation = NAME
+    _ACTIVE = _Active(group, key_padding.bool())
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
+        _ACTIVE = previous_active
