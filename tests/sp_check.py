@@ -69,7 +69,19 @@ def main() -> None:
         summed.append(g / sp)  # every rank computed the whole loss: the gather's backward summed sp copies
 
     def diff(a, b):
-        return float((a - b).abs().max())
+        return float((a - b).detach().abs().max())
+
+    # a left-padded batch (prompts, as GRPO scores them): the attention mask path
+    prompts = VideoQACollator(model.processor, mode="prompt")([dataset[2 * dp_rank], dataset[2 * dp_rank + 1]])
+    prompt_targets = torch.zeros_like(prompts.attention_mask, dtype=torch.bool)
+    prompt_targets[:, -8:] = True
+    with torch.no_grad():
+        p_video = model.encode_video(prompts.pixel_values_videos, prompts.video_grid_thw)
+        p_inputs = model.embed(prompts.input_ids, prompts.attention_mask, p_video, prompts.second_per_grid_ts)
+        p_plain = model.score_targets(model.hidden_states(p_inputs), prompts.input_ids, prompt_targets).logprobs
+        p_hidden, p_shard = sp_hidden_states(model, p_inputs, group)
+        p_sp = sp_score_targets(model, p_hidden, p_shard, prompts.input_ids, prompt_targets, group).logprobs
+    left_padded = bool((prompts.attention_mask[:, 0] == 0).any())
 
     print(json.dumps({
         "rank": rank, "sp": sp, "length": int(batch.input_ids.shape[1]), "local_length": int(hidden.shape[1]),
@@ -79,6 +91,7 @@ def main() -> None:
         "entropy": diff(scores.entropy, sp_scores.entropy), "loss": abs(float(loss) - float(sp_loss)),
         "grads": max(diff(a, b) for a, b in zip(plain_grads, summed)),
         "grad_scale": max(float(a.abs().max()) for a in plain_grads),
+        "left_padded": left_padded, "left_padded_logprobs": diff(p_plain, p_sp),
     }), flush=True)
     dist.destroy_process_group()
 

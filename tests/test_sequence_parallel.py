@@ -48,6 +48,8 @@ def test_sequence_parallel_matches_single_process(case, tmp_path, tiny_checkpoin
         assert r["logprobs"] <= 1e-5 and r["entropy"] <= 1e-5
         assert r["loss"] <= 1e-5
         assert r["grads"] <= 1e-5 * max(1.0, r["grad_scale"])
+        assert r["left_padded"], "the prompt batch must be left-padded to exercise the attention mask"
+        assert r["left_padded_logprobs"] <= 1e-5
     if case.startswith("sp2"):
         assert rows[0]["length"] % sp == 1, "the case must exercise sequence padding"
     if case.startswith("sp4"):
@@ -55,9 +57,10 @@ def test_sequence_parallel_matches_single_process(case, tmp_path, tiny_checkpoin
         assert (frames // 2) % sp, "the case must exercise frame padding"
 
 
-def _lightning_run(out: Path, checkpoint: Path, synth_dir: Path, devices: int, sp: int) -> list[dict]:
-    script = Path(__file__).with_name("mrsp_sft_check.py")
-    proc = subprocess.run([sys.executable, str(script), str(checkpoint), str(synth_dir), str(out), str(devices), str(sp)],
+def _lightning_run(out: Path, checkpoint: Path, synth_dir: Path, devices: int, sp: int, stage: str = "sft") -> list[dict]:
+    script = Path(__file__).with_name("mrsp_fit_check.py")
+    proc = subprocess.run([sys.executable, str(script), stage, str(checkpoint), str(synth_dir), str(out), str(devices),
+                           str(sp)],
                           capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
@@ -76,7 +79,7 @@ def test_mrsp_strategy_sft_matches_plain_ddp(tmp_path, tiny_checkpoints, synth_d
         assert row["losses"] == pytest.approx(twin["losses"], abs=1e-5)
         assert row["checksum"] == pytest.approx(twin["checksum"], rel=1e-6)
     assert mrsp[0]["batches"] != mrsp[2]["batches"], "the two data-parallel groups must see different samples"
-    assert ddp[0]["losses"][0] != ddp[0]["losses"][-1], "training must move the loss for the check to mean anything"
+    assert abs(ddp[0]["checksum"] - ddp[0]["start_checksum"]) > 1e-3, "training must move the weights"
 
 
 def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_dir):
@@ -86,10 +89,10 @@ def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_
     import os
 
     checkpoint = tiny_checkpoints["qwen2_5_vl"]
-    script = Path(__file__).with_name("mrsp_sft_check.py")
+    script = Path(__file__).with_name("mrsp_fit_check.py")
     out, port = tmp_path / "nodes", _free_port()
     nodes = [
-        subprocess.Popen([sys.executable, str(script), str(checkpoint), str(synth_dir), str(out), "2", "2", "2"],
+        subprocess.Popen([sys.executable, str(script), "sft", str(checkpoint), str(synth_dir), str(out), "2", "2", "2"],
                          cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "NODE_RANK": str(node), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
         for node in (0, 1)
@@ -103,3 +106,19 @@ def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_
         assert row["batches"] == ddp[rank // 2]["batches"]
         assert row["losses"] == pytest.approx(ddp[rank // 2]["losses"], abs=1e-5)
         assert row["checksum"] == pytest.approx(ddp[0]["checksum"], rel=1e-6)
+
+
+def test_mrsp_strategy_grpo_matches_plain_ddp(tmp_path, tiny_checkpoints, synth_dir):
+    """GRPO under MRSPStrategy(sp_size=2) on 4 processes: each pair samples the same rollouts as its
+    DDP rank (seeded by data-parallel rank), scores them sequence-parallel in the old-policy,
+    reference and update passes, and ends with the same weights as DDP on 2 processes."""
+    checkpoint = tiny_checkpoints["qwen2_5_vl"]
+    mrsp = _lightning_run(tmp_path / "mrsp", checkpoint, synth_dir, devices=4, sp=2, stage="grpo")
+    ddp = _lightning_run(tmp_path / "ddp", checkpoint, synth_dir, devices=2, sp=0, stage="grpo")
+    for rank, row in enumerate(mrsp):
+        twin = ddp[rank // 2]
+        assert row["batches"] == twin["batches"]
+        assert row["rewards"] == twin["rewards"], "a pair must sample its DDP rank's rollouts"
+        assert row["losses"] == pytest.approx(twin["losses"], abs=1e-5)
+        assert row["checksum"] == pytest.approx(twin["checksum"], rel=1e-6)
+    assert abs(ddp[0]["checksum"] - ddp[0]["start_checksum"]) > 1e-3, "the updates must move the weights"

@@ -343,22 +343,33 @@ class VideoLanguageModel(nn.Module):
         target_mask = target_mask.bool().clone()
         target_mask[:, 0] = False
         predictors = hidden[:, :-1][target_mask[:, 1:]]  # [T, H]
+        logprobs, ent_values = self.score_predictors(predictors, input_ids[:, 1:][target_mask[:, 1:]], temperature,
+                                                     entropy, exclude_vision_tokens)
+        out = torch.zeros(input_ids.shape, dtype=torch.float32, device=hidden.device)
+        out[target_mask] = logprobs
+        ent = None
+        if entropy:
+            ent = torch.zeros_like(out)
+            ent[target_mask] = ent_values
+        return TokenScores(out, ent)
+
+    def score_predictors(self, predictors: Tensor, targets: Tensor, temperature: float = 1.0, entropy: bool = False,
+                         exclude_vision_tokens: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Log-prob ``[T]`` of each target token given the hidden state ``[T, H]`` that predicts it
+        (and, with ``entropy``, the entropy ``[T]`` of that distribution, without gradient)."""
         logits = self.hf.lm_head(predictors).float()
         if exclude_vision_tokens:
             logits = self._ban(logits)
         if temperature != 1.0:
             logits = logits / temperature
         log_norm = torch.logsumexp(logits, dim=-1)
-        chosen = logits.gather(-1, input_ids[:, 1:][target_mask[:, 1:]].unsqueeze(-1)).squeeze(-1)
-        out = torch.zeros(input_ids.shape, dtype=torch.float32, device=hidden.device)
-        out[target_mask] = chosen - log_norm
+        chosen = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         ent = None
         if entropy:
             with torch.no_grad():
                 probs = torch.softmax(logits, dim=-1)
-                ent = torch.zeros_like(out)
-                ent[target_mask] = log_norm - (probs * logits.masked_fill(probs == 0, 0.0)).sum(-1)
-        return TokenScores(out, ent)
+                ent = log_norm - (probs * logits.masked_fill(probs == 0, 0.0)).sum(-1)
+        return chosen - log_norm, ent
 
     def score_responses(
         self,

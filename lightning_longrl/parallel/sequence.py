@@ -96,23 +96,14 @@ def sp_score_targets(
     targets[:, 0] = False
     nxt = torch.arange(shard.start + 1, shard.end + 1, device=hidden.device)
     local_targets = targets[:, nxt]  # [B, l] the slice's position j predicts a target at start + j + 1
-    logits = model.hf.lm_head(hidden[local_targets]).float()
-    if exclude_vision_tokens:
-        logits = model._ban(logits)
-    if temperature != 1.0:
-        logits = logits / temperature
-    log_norm = torch.logsumexp(logits, dim=-1)
-    chosen = logits.gather(-1, ids[:, nxt][local_targets].unsqueeze(-1)).squeeze(-1)
+    logprobs, ent_values = model.score_predictors(hidden[local_targets], ids[:, nxt][local_targets], temperature,
+                                                  entropy, exclude_vision_tokens)
     local = torch.zeros(local_targets.shape, dtype=torch.float32, device=hidden.device)
-    local = local.masked_scatter(local_targets, chosen - log_norm)
-    out = _shift_back(all_gather(local, dim=1, group=group), length)
+    out = _shift_back(all_gather(local.masked_scatter(local_targets, logprobs), dim=1, group=group), length)
     ent = None
     if entropy:
-        with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)
-            local_ent = torch.zeros_like(local)
-            local_ent[local_targets] = log_norm - (probs * logits.masked_fill(probs == 0, 0.0)).sum(-1)
-            ent = _shift_back(all_gather(local_ent, dim=1, group=group), length)
+        local_ent = torch.zeros_like(local).masked_scatter(local_targets, ent_values)
+        ent = _shift_back(all_gather(local_ent, dim=1, group=group), length)
     return TokenScores(out, ent)
 
 

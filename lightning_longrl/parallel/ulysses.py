@@ -31,6 +31,7 @@ NAME = "ulysses"
 class _Active:
     group: dist.ProcessGroup
     key_padding: Tensor  # [B, L] bool over the whole (padded) sequence, True at real tokens
+    padding_only_at_end: bool  # every row is real tokens then padding (no left padding)
 
 
 _ACTIVE: _Active | None = None
@@ -70,14 +71,19 @@ def ulysses_attention(
     if k.shape[1] != q.shape[1]:
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-    length = q.shape[2]
+    dropout = dropout if module.training else 0.0
     padding = _ACTIVE.key_padding
-    causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
-    mask = causal[None, None] & padding[:, None, None, :]
-    # a padding query would see no key at all (NaN); let it see itself, its output is never used
-    mask = mask | torch.eye(length, dtype=torch.bool, device=q.device)[None, None]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout if module.training else 0.0,
-                                         scale=scaling)
+    if _ACTIVE.padding_only_at_end:
+        # causality alone hides trailing padding from every real token: the memory-efficient
+        # causal kernels apply (no [L, L] mask, no materialised scores)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, scale=scaling)
+    else:
+        length = q.shape[2]
+        causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+        mask = causal[None, None] & padding[:, None, None, :]
+        # a padding query would see no key at all (NaN); let it see itself, its output is never used
+        mask = mask | torch.eye(length, dtype=torch.bool, device=q.device)[None, None]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
     # [B, H/sp, L, D] -> [B, H, l, D] -> [B, l, H, D]
     out = all_to_all(out, scatter_dim=2, gather_dim=1, group=group)
     return out.transpose(1, 2).contiguous(), None
@@ -104,7 +110,9 @@ def sequence_parallel_attention(language_model: nn.Module, group: dist.ProcessGr
     config = language_model.config
     previous, previous_active = config._attn_implementation, _ACTIVE
     config._attn_implementation = NAME
-    _ACTIVE = _Active(group, key_padding.bool())
+    key_padding = key_padding.bool()
+    only_at_end = bool((key_padding[:, 1:] <= key_padding[:, :-1]).all())
+    _ACTIVE = _Active(group, key_padding, only_at_end)
     try:
         yield
     finally:

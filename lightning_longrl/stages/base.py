@@ -92,6 +92,14 @@ class VideoQAStage(L.LightningModule):
         with ``sp_size > 1``; ``None`` otherwise."""
         return getattr(self._trainer.strategy, "sp_group", None) if self._trainer is not None else None
 
+    @property
+    def data_rank(self) -> int:
+        """This rank's index among the data-parallel replicas (ranks of one sequence-parallel group
+        share it: they see the same samples and must draw the same random numbers)."""
+        if self._trainer is None:
+            return 0
+        return getattr(self._trainer.strategy, "dp_rank", self.global_rank)
+
     # -------------------------------------------------------------------------------- export
     def export_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write weights, tokenizer and processor as a Hugging Face folder.

@@ -32,6 +32,8 @@ from lightning_longrl.distributed import gather_objects, reduce_scalar
 from lightning_longrl.importing import import_object
 from lightning_longrl.models.config import ModelConfig, load_model
 from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
+from lightning_longrl.parallel.encode import sp_encode_video
+from lightning_longrl.parallel.sequence import sp_hidden_states, sp_score_targets
 from lightning_longrl.rl.advantages import group_advantages, informative_groups
 from lightning_longrl.rl.embedding_cache import EmbeddingCacheConfig, VideoEmbeddingCache
 from lightning_longrl.rl.groups import RolloutGroups, left_pad, pack_rows, to_response_layout
@@ -224,7 +226,7 @@ class GRPOModule(VideoQAStage):
     def _rollout_generator(self) -> torch.Generator:
         if self.generator is None:
             self.generator = torch.Generator(device=self.device)
-            self.generator.manual_seed(self.rollout_seed + self.global_rank)
+            self.generator.manual_seed(self.rollout_seed + self.data_rank)
             if self._pending_generator_state is not None:
                 self.generator.set_state(self._pending_generator_state)
                 self._pending_generator_state = None
@@ -232,11 +234,16 @@ class GRPOModule(VideoQAStage):
 
     # ------------------------------------------------------------------------------ encoding
     def _encoder(self, model: VideoLanguageModel, pixels: list[Tensor], grids: Tensor, timer: PhaseTimer, grad: bool = False):
-        """A function encoding the videos at given positions in one vision-tower call."""
+        """A function encoding the videos at given positions in one vision-tower call (split over
+        the sequence-parallel group under MR-SP)."""
 
         def encode(positions: list[int]) -> list[VideoEmbeddings]:
             with timer("encode"), torch.set_grad_enabled(grad):
-                out = model.encode_video(torch.cat([pixels[p] for p in positions]), grids[positions])
+                patches, grid = torch.cat([pixels[p] for p in positions]), grids[positions]
+                if self.sp_group is not None:
+                    out = sp_encode_video(model, patches, grid, self.sp_group)
+                else:
+                    out = model.encode_video(patches, grid)
             return out.split(model.spatial_merge_size)
 
         return encode
@@ -310,7 +317,8 @@ class GRPOModule(VideoQAStage):
                 timer: PhaseTimer, grad: bool = False, entropy: bool = False):
         """Log-probs (and entropies) ``[n, T]`` of the responses in ``rows``, response-aligned."""
         temperature = self.sampling.temperature
-        if self.update_config.shared_prefill and not (grad and model.hf.is_gradient_checkpointing):
+        sp_group = self.sp_group
+        if sp_group is None and self.update_config.shared_prefill and not (grad and model.hf.is_gradient_checkpointing):
             # one prefill of each question's video and prompt, shared by its responses
             g = groups.group_size
             questions = sorted({r // g for r in rows})
@@ -325,9 +333,14 @@ class GRPOModule(VideoQAStage):
         video = self._pass_videos(groups, packed.questions, namespace, timer, grad)
         spg = groups.second_per_grid_ts[packed.questions]
         inputs = model.embed(packed.input_ids, packed.attention_mask, video, spg)
-        hidden = model.hidden_states(inputs)
-        scores = model.score_targets(hidden, packed.input_ids, packed.target_mask, temperature, entropy,
-                                     exclude_vision_tokens=True)
+        if sp_group is not None:  # MR-SP: the prefill split along the sequence over the group
+            hidden, shard = sp_hidden_states(model, inputs, sp_group)
+            scores = sp_score_targets(model, hidden, shard, packed.input_ids, packed.target_mask, sp_group, temperature,
+                                      entropy, exclude_vision_tokens=True)
+        else:
+            hidden = model.hidden_states(inputs)
+            scores = model.score_targets(hidden, packed.input_ids, packed.target_mask, temperature, entropy,
+                                         exclude_vision_tokens=True)
         width = groups.responses.shape[1]
         logprobs = to_response_layout(scores.logprobs, packed, width)
         ent = to_response_layout(scores.entropy, packed, width) if entropy else None
@@ -387,7 +400,7 @@ class GRPOModule(VideoQAStage):
         return out
 
     def _order_seed(self) -> int:
-        return self.rollout_seed * 1_000_003 + self.global_step * 7919 + self.global_rank
+        return self.rollout_seed * 1_000_003 + self.global_step * 7919 + self.data_rank
 
     def _optimizer_step(self, optimizer) -> float:
         norm = 0.0
