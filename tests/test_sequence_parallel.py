@@ -1,7 +1,7 @@
 """MR-SP building blocks on 2 and 4 CPU processes (gloo): parallel video encoding and
 sequence-parallel prefill (Ulysses attention) match the single-process computation.
 
-Covered: an odd sequence length (padding to a multiple of the group), frame counts that do not
+Covered: Qwen2-VL, Qwen2.5-VL and Qwen3-VL (deepstack features split with the sequence), an odd sequence length (padding to a multiple of the group), frame counts that do not
 divide over the group (padded, then dropped), a group larger than the number of KV heads
 (replicated), and two data-parallel groups of two sequence-parallel ranks.
 """
@@ -27,6 +27,7 @@ CASES = {
     "sp2-qwen2_5_vl-odd-length": (2, 2, "qwen2_5_vl", 16),
     "sp4-qwen2_5_vl-more-ranks-than-kv-heads-padded-frames": (4, 4, "qwen2_5_vl", 12),
     "dp2xsp2-qwen2_vl": (4, 2, "qwen2_vl", 12),
+    "sp4-qwen3_vl-deepstack-padded-frames": (4, 4, "qwen3_vl", 12),
 }
 
 
@@ -45,6 +46,7 @@ def test_sequence_parallel_matches_single_process(case, tmp_path, tiny_checkpoin
     for r in rows:
         assert r["local_length"] * sp == r["padded"] >= r["length"]
         assert r["embeds"] == 0.0, "frames split across ranks must give exactly the same embeddings"
+        assert r["deepstack"] == 0.0 and (r["deepstack_levels"] > 0) == (arch == "qwen3_vl")
         assert r["logprobs"] <= 1e-5 and r["entropy"] <= 1e-5
         assert r["loss"] <= 1e-5
         assert r["grads"] <= 1e-5 * max(1.0, r["grad_scale"])

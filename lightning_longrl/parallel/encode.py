@@ -1,8 +1,10 @@
 """Parallel video encoding (MR-SP stage 1): each rank of a sequence-parallel group encodes an
 even share of a video's frames, and an all-gather gives every rank the whole video's embeddings.
 
-In the Qwen2-VL / Qwen2.5-VL vision towers a temporal patch (2 frames) never attends to another
-one, so encoding the shares separately gives exactly the embeddings of encoding them together.
+In the Qwen2-VL, Qwen2.5-VL and Qwen3-VL vision towers a temporal patch (2 frames) never attends
+to another one, and its position embeddings do not depend on its time index, so encoding the
+shares separately gives exactly the embeddings of encoding them together (Qwen3-VL's deepstack
+features included).
 When the temporal patches do not divide evenly, the last one is repeated to fill the last share
 and what it produced is dropped after the gather.
 """
@@ -29,11 +31,9 @@ def sp_encode_video(model: VideoLanguageModel, pixel_values: Tensor, grid_thw: T
     Returns:
         the embeddings of all videos, identical on every rank of the group.
     """
-    if model.model_type not in ("qwen2_vl", "qwen2_5_vl"):
-        raise NotImplementedError(f"parallel encoding supports qwen2_vl and qwen2_5_vl, not {model.model_type!r}")
     size, rank = dist.get_world_size(group), dist.get_rank(group)
     merge = model.spatial_merge_size ** 2
-    outputs = []
+    outputs, deep = [], []
     for pixels, (t, h, w) in zip(pixel_values.split((grid_thw.prod(-1)).tolist()), grid_thw.tolist()):
         per_frame = h * w  # patch rows of one temporal patch
         share = -(-t // size)
@@ -41,7 +41,10 @@ def sp_encode_video(model: VideoLanguageModel, pixel_values: Tensor, grid_thw: T
         if share * size > t:  # repeat the last temporal patch to fill the last share
             frames = torch.cat([frames, frames[-1:].expand(share * size - t, -1, -1)])
         mine = frames[rank * share : (rank + 1) * share].reshape(share * per_frame, -1)
-        local = model.encode_video(mine, torch.tensor([[share, h, w]], device=grid_thw.device)).embeds
-        gathered = all_gather(local, dim=0, group=group)  # with gradients, for a trainable tower
-        outputs.append(gathered[: t * per_frame // merge])
-    return VideoEmbeddings(torch.cat(outputs), grid_thw)
+        local = model.encode_video(mine, torch.tensor([[share, h, w]], device=grid_thw.device))
+        rows = t * per_frame // merge
+        # with gradients, for a trainable tower
+        outputs.append(all_gather(local.embeds, dim=0, group=group)[:rows])
+        deep.append([all_gather(d, dim=0, group=group)[:rows] for d in local.deepstack])
+    deepstack = tuple(torch.cat(level) for level in zip(*deep)) if deep and deep[0] else ()
+    return VideoEmbeddings(torch.cat(outputs), grid_thw, deepstack)

@@ -44,12 +44,13 @@ def pad_inputs(inputs: LMInputs, length: int) -> LMInputs:
     extra = length - inputs.inputs_embeds.shape[1]
     if extra == 0:
         return inputs
-    if inputs.deepstack:
-        raise NotImplementedError("sequence-parallel prefill does not support Qwen3-VL deepstack inputs yet")
+    visual = F.pad(inputs.visual_pos_masks, (0, extra), value=False) if inputs.visual_pos_masks is not None else None
     return LMInputs(
         F.pad(inputs.inputs_embeds, (0, 0, 0, extra)),
         F.pad(inputs.attention_mask, (0, extra)),
         F.pad(inputs.position_ids, (0, extra), mode="replicate"),
+        visual,
+        inputs.deepstack,
     )
 
 
@@ -58,11 +59,20 @@ def sp_hidden_states(model: VideoLanguageModel, inputs: LMInputs, group: dist.Pr
     shard = SequenceShard.of(inputs.inputs_embeds.shape[1], group)
     padded = pad_inputs(inputs, shard.padded)
     s, e = shard.start, shard.end
-    layer_masks = {t: None for t in set(model.language_model.config.layer_types)}  # attention builds its own
+    # no per-slice mask: the attention masks the whole sequence itself (models that build their
+    # masks unconditionally get none from the "ulysses" mask function)
+    layer_types = getattr(model.language_model.config, "layer_types", None)
+    layer_masks = {t: None for t in set(layer_types)} if layer_types else None
+    extra = {}
+    if padded.deepstack:  # Qwen3-VL: the slice's visual positions and their rows of each deepstack level
+        visual = padded.visual_pos_masks
+        positions = visual.nonzero()[:, 1]  # row-major, the order of the deepstack rows
+        rows = (positions >= s) & (positions < e)
+        extra = {"visual_pos_masks": visual[:, s:e], "deepstack_visual_embeds": [d[rows] for d in padded.deepstack]}
     with sequence_parallel_attention(model.language_model, group, padded.attention_mask):
         out = model.language_model(
             inputs_embeds=padded.inputs_embeds[:, s:e], attention_mask=layer_masks,
-            position_ids=padded.position_ids[..., s:e], use_cache=False,
+            position_ids=padded.position_ids[..., s:e], use_cache=False, **extra,
         )
     return out.last_hidden_state, shard
 

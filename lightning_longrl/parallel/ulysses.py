@@ -89,11 +89,18 @@ def ulysses_attention(
     return out.transpose(1, 2).contiguous(), None
 
 
+def _no_mask(*args, **kwargs) -> None:
+    """The model builds no mask for its slice; :func:`ulysses_attention` masks the whole sequence."""
+    return None
+
+
 def register() -> None:
     """Make ``"ulysses"`` a valid attention implementation name (idempotent)."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(NAME, ulysses_attention)
+    AttentionMaskInterface.register(NAME, _no_mask)
 
 
 @contextmanager
