@@ -21,16 +21,19 @@ from lightning_longrl.parallel.collectives import all_gather
 
 
 def sp_encode_video(model: VideoLanguageModel, pixel_values: Tensor, grid_thw: Tensor,
-                    group: dist.ProcessGroup) -> VideoEmbeddings:
+                    group: dist.ProcessGroup | None) -> VideoEmbeddings:
     """:meth:`VideoLanguageModel.encode_video` with the frames split across ``group``.
 
     Args:
         pixel_values: ``[P, C*T*p*p]`` patches of the batch's videos, in order.
         grid_thw: ``[V, 3]`` patch grid of each video.
+        group: the sequence-parallel group; ``None``: this process encodes everything itself.
 
     Returns:
         the embeddings of all videos, identical on every rank of the group.
     """
+    if group is None:
+        return model.encode_video(pixel_values, grid_thw)
     size, rank = dist.get_world_size(group), dist.get_rank(group)
     merge = model.spatial_merge_size ** 2
     outputs, deep = [], []

@@ -117,6 +117,26 @@ def sp_score_targets(
     return TokenScores(out, ent)
 
 
+def score_sequence(
+    model: VideoLanguageModel,
+    inputs: LMInputs,
+    input_ids: Tensor,
+    target_mask: Tensor,
+    group: dist.ProcessGroup | None,
+    temperature: float = 1.0,
+    entropy: bool = False,
+    exclude_vision_tokens: bool = False,
+) -> TokenScores:
+    """Prefill ``inputs`` and score the targets: sequence-parallel over ``group``, or in this
+    process alone when ``group`` is ``None`` (the same result either way)."""
+    if group is None:
+        return model.score_targets(model.hidden_states(inputs), input_ids, target_mask, temperature, entropy,
+                                   exclude_vision_tokens)
+    hidden, shard = sp_hidden_states(model, inputs, group)
+    return sp_score_targets(model, hidden, shard, input_ids, target_mask, group, temperature, entropy,
+                            exclude_vision_tokens)
+
+
 def _shift_back(per_predictor: Tensor, length: int) -> Tensor:
     """Column p holds the score of the token at p + 1; move it to column p + 1 and trim."""
     out = torch.zeros_like(per_predictor[:, :length])

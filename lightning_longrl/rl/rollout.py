@@ -66,14 +66,18 @@ class RolloutRequest:
         return self.input_ids.shape[0]
 
 
+WeightsProvider = Callable[[], Iterable[tuple[str, Tensor]]]
+"""Returns the policy's current full weights by Hugging Face name (a collective under FSDP)."""
+
+
 class RolloutEngine(abc.ABC):
     """Samples responses; rows of the result are prompt-major (prompt 0's samples first)."""
 
     needs_weight_sync: bool = False
     """The engine keeps its own copy of the weights, which must be refreshed after updates."""
-    weights_provider: Callable[[], Iterable[tuple[str, Tensor]]] | None = None
-    """Set by the training stage: the policy's current full weights, for an engine that (re)starts
-    later and must load them itself."""
+    weights_provider: WeightsProvider | None = None
+    """Set by the training stage: where an engine that (re)starts later takes the policy's current
+    weights from (under FSDP a gather, so every rank must start its engine at the same time)."""
 
     @classmethod
     def from_policy(cls, model: VideoLanguageModel, vllm: VLLMConfig | None = None) -> RolloutEngine:
@@ -147,10 +151,14 @@ ENGINES = {
 }
 
 
-def build_engine(name: str, model: VideoLanguageModel, vllm: VLLMConfig | None = None) -> RolloutEngine:
-    """An engine by short name (``policy``, ``vllm``) or import path of a :class:`RolloutEngine`
-    subclass, built for the policy model."""
+def engine_class(name: str) -> type[RolloutEngine]:
+    """The :class:`RolloutEngine` subclass named by a short name (``policy``, ``vllm``) or an import path."""
     cls = import_object(ENGINES.get(name, name), "rollout engine")
     if not (isinstance(cls, type) and issubclass(cls, RolloutEngine)):
         raise ValueError(f"rollout engine {name!r} is not a RolloutEngine subclass")
-    return cls.from_policy(model, vllm)
+    return cls
+
+
+def build_engine(name: str, model: VideoLanguageModel, vllm: VLLMConfig | None = None) -> RolloutEngine:
+    """An engine by short name or import path (see :func:`engine_class`), built for the policy model."""
+    return engine_class(name).from_policy(model, vllm)

@@ -20,7 +20,7 @@ import gc
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,9 +78,6 @@ class VLLMConfig:
             raise ValueError(f"vllm gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
 
 
-WeightsProvider = Callable[[], Iterable[tuple[str, Tensor]]]
-
-
 class VLLMRolloutEngine(RolloutEngine):
     """Samples G responses per question with vLLM from the questions' cached video embeddings.
 
@@ -106,9 +103,6 @@ class VLLMRolloutEngine(RolloutEngine):
             raise ValueError(f"the vLLM engine starts from the policy's checkpoint folder, but the policy was not "
                              f"loaded from one (name_or_path={self.path!r})")
         self.dtype = self.config.dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
-        self.weights_provider: WeightsProvider | None = None
-        """Where a (re)built engine takes the policy's current weights from (set by the GRPO stage;
-        under FSDP it gathers, so every rank builds at the same time)."""
         self.llm = None
         self.max_model_len = 0
         self.builds = 0

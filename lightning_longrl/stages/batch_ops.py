@@ -12,7 +12,7 @@ from lightning_longrl.data.prompts import normalize_choice, parse_response
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.models.video_lm import Generation, LMInputs, VideoEmbeddings, VideoLanguageModel
 from lightning_longrl.parallel.encode import sp_encode_video
-from lightning_longrl.parallel.sequence import sp_hidden_states, sp_score_targets
+from lightning_longrl.parallel.sequence import score_sequence
 from lightning_longrl.rl.rewards import answers_match
 
 
@@ -21,9 +21,7 @@ def encode_batch(model: VideoLanguageModel, batch: VideoBatch, sp_group: dist.Pr
     With a sequence-parallel group, each of its ranks encodes a share of every video's frames."""
     trainable = torch.is_grad_enabled() and any(p.requires_grad for p in model.vision_tower.parameters())
     with torch.set_grad_enabled(trainable):
-        if sp_group is not None:
-            return sp_encode_video(model, batch.pixel_values_videos, batch.video_grid_thw, sp_group)
-        return model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
+        return sp_encode_video(model, batch.pixel_values_videos, batch.video_grid_thw, sp_group)
 
 
 def embed_batch(model: VideoLanguageModel, batch: VideoBatch, video: VideoEmbeddings | None = None) -> LMInputs:
@@ -39,11 +37,8 @@ def sft_token_logprobs(model: VideoLanguageModel, batch: VideoBatch,
     if batch.labels is None:
         raise ValueError("this batch has no labels; collate it in 'sft' mode")
     mask = batch.labels != IGNORE_INDEX
-    if sp_group is None:
-        return model.token_logprobs(embed_batch(model, batch), batch.input_ids, mask), mask
     inputs = embed_batch(model, batch, encode_batch(model, batch, sp_group))
-    hidden, shard = sp_hidden_states(model, inputs, sp_group)
-    return sp_score_targets(model, hidden, shard, batch.input_ids, mask, sp_group).logprobs, mask
+    return score_sequence(model, inputs, batch.input_ids, mask, sp_group).logprobs, mask
 
 
 @dataclass

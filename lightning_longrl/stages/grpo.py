@@ -29,18 +29,17 @@ from torch import Tensor
 from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.distributed import gather_objects, reduce_scalar
-from lightning_longrl.importing import import_object
 from lightning_longrl.models.config import ModelConfig, load_model
 from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
 from lightning_longrl.parallel.encode import sp_encode_video
-from lightning_longrl.parallel.sequence import sp_hidden_states, sp_score_targets
+from lightning_longrl.parallel.sequence import score_sequence
 from lightning_longrl.rl.advantages import group_advantages, informative_groups
 from lightning_longrl.rl.embedding_cache import EmbeddingCacheConfig, VideoEmbeddingCache
 from lightning_longrl.rl.groups import RolloutGroups, left_pad, pack_rows, to_response_layout
 from lightning_longrl.rl.monitoring import PhaseTimer
 from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss, rollout_importance_weights
 from lightning_longrl.rl.rewards import CombinedReward, RewardSpec, default_rewards
-from lightning_longrl.rl.rollout import ENGINES, RolloutRequest, SamplingConfig, build_engine, cat_generations
+from lightning_longrl.rl.rollout import RolloutRequest, SamplingConfig, build_engine, cat_generations, engine_class
 from lightning_longrl.rl.vllm_engine import VLLMConfig
 from lightning_longrl.rl.weights import full_weights
 from lightning_longrl.stages.base import VideoQAStage
@@ -196,9 +195,8 @@ class GRPOModule(VideoQAStage):
         trainer already has one (configured, for instance, to sync every N steps)."""
         from lightning_longrl.callbacks.vllm_sync import VLLMWeightSync
 
-        engine_class = import_object(ENGINES.get(self.rollout_engine_name, self.rollout_engine_name), "rollout engine")
         present = self._trainer is not None and any(isinstance(c, VLLMWeightSync) for c in self.trainer.callbacks)
-        if getattr(engine_class, "needs_weight_sync", False) and not present:
+        if engine_class(self.rollout_engine_name).needs_weight_sync and not present:
             return [VLLMWeightSync()]
         return []
 
@@ -239,11 +237,7 @@ class GRPOModule(VideoQAStage):
 
         def encode(positions: list[int]) -> list[VideoEmbeddings]:
             with timer("encode"), torch.set_grad_enabled(grad):
-                patches, grid = torch.cat([pixels[p] for p in positions]), grids[positions]
-                if self.sp_group is not None:
-                    out = sp_encode_video(model, patches, grid, self.sp_group)
-                else:
-                    out = model.encode_video(patches, grid)
+                out = sp_encode_video(model, torch.cat([pixels[p] for p in positions]), grids[positions], self.sp_group)
             return out.split(model.spatial_merge_size)
 
         return encode
@@ -333,14 +327,9 @@ class GRPOModule(VideoQAStage):
         video = self._pass_videos(groups, packed.questions, namespace, timer, grad)
         spg = groups.second_per_grid_ts[packed.questions]
         inputs = model.embed(packed.input_ids, packed.attention_mask, video, spg)
-        if sp_group is not None:  # MR-SP: the prefill split along the sequence over the group
-            hidden, shard = sp_hidden_states(model, inputs, sp_group)
-            scores = sp_score_targets(model, hidden, shard, packed.input_ids, packed.target_mask, sp_group, temperature,
-                                      entropy, exclude_vision_tokens=True)
-        else:
-            hidden = model.hidden_states(inputs)
-            scores = model.score_targets(hidden, packed.input_ids, packed.target_mask, temperature, entropy,
-                                         exclude_vision_tokens=True)
+        # under MR-SP the prefill is split along the sequence over the group
+        scores = score_sequence(model, inputs, packed.input_ids, packed.target_mask, sp_group, temperature, entropy,
+                                exclude_vision_tokens=True)
         width = groups.responses.shape[1]
         logprobs = to_response_layout(scores.logprobs, packed, width)
         ent = to_response_layout(scores.entropy, packed, width) if entropy else None
