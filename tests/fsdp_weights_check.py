@@ -1,8 +1,8 @@
 """Run by tests/test_weights.py under torchrun with 2 CPU processes (gloo).
 
 Shards a tiny checkpoint's decoder layers and the whole model with FSDP2 (``fully_shard``), then
-gathers the policy's weights with ``full_weights`` as VLLMWeightSync does. Prints one JSON line per
-rank: whether the model was sharded and whether every gathered tensor equals the unsharded one.
+gathers the policy's weights with ``full_weights`` as VLLMWeightSync does. Rank 0 prints one JSON line
+per rank: whether the model was sharded and whether every gathered tensor equals the unsharded one.
 usage: torchrun --nproc_per_node 2 fsdp_weights_check.py CHECKPOINT
 """
 
@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
+from helpers import print_from_rank0  # noqa: E402  (tests/ is this script's folder)
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.rl.weights import full_weights, is_sharded
 
@@ -37,12 +38,12 @@ def main() -> None:
     fully_shard(root, mesh=mesh)
     local = {name: p.to_local().numel() for name, p in model.hf.named_parameters()}
     got = dict(full_weights(model.hf, root))
-    print(json.dumps({
+    print_from_rank0({
         "rank": dist.get_rank(), "sharded": is_sharded(root),
         "local_smaller": sum(local.values()) < sum(t.numel() for t in expected.values()),
         "same_names": sorted(got) == sorted(expected),
         "max_diff": max(float((got[k] - v).abs().max()) for k, v in expected.items() if k in got),
-    }))
+    })
     dist.destroy_process_group()
 
 

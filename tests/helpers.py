@@ -89,6 +89,39 @@ PARITY_REWARDS = [{"name": "accuracy", "function": "helpers.length_parity_reward
                   {"name": "format", "function": "lightning_longrl.rl.rewards.format_reward", "weight": 0.1}]
 
 
+class SaveEveryBatch(L.Callback):
+    """A checkpoint after every training batch, also after rounds without an optimizer step."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.count = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.count += 1
+        trainer.save_checkpoint(self.folder / f"batch={self.count}.ckpt")
+
+
+def print_from_rank0(row: dict) -> None:
+    """Every rank's row as one JSON line each, printed by rank 0 alone (lines written by several
+    processes to one pipe interleave)."""
+    import torch.distributed as dist
+
+    rows = [None] * dist.get_world_size()
+    dist.all_gather_object(rows, row)
+    if dist.get_rank() == 0:
+        for r in rows:
+            print(json.dumps(r), flush=True)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, for a multi-process rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class MetricsRecorder(L.Callback):
     """Every training step's logged scalars (for comparing runs step by step)."""
 

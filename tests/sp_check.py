@@ -7,7 +7,7 @@ single-process form and once sequence-parallel:
 - per-token log-probs and entropies of the SFT targets (Ulysses attention, sliced scoring),
 - a GRPO loss on those log-probs and the gradients of every trainable parameter (summed over
   the group, as data-parallel all-reduce over the whole world does).
-Prints one JSON line per rank with the largest differences.
+Rank 0 prints one JSON line per rank with the largest differences.
 usage: torchrun --nproc_per_node N sp_check.py CHECKPOINT SYNTH_DIR SP FRAMES
 """
 
@@ -17,6 +17,7 @@ import sys
 import torch
 import torch.distributed as dist
 
+from helpers import print_from_rank0  # noqa: E402  (tests/ is this script's folder)
 from lightning_longrl.data.collate import VideoQACollator
 from lightning_longrl.data.dataset import VideoQADataset
 from lightning_longrl.data.video import FrameSampling
@@ -83,18 +84,19 @@ def main() -> None:
         p_sp = sp_score_targets(model, p_hidden, p_shard, prompts.input_ids, prompt_targets, group).logprobs
     left_padded = bool((prompts.attention_mask[:, 0] == 0).any())
 
-    print(json.dumps({
+    print_from_rank0({
         "rank": rank, "sp": sp, "length": int(batch.input_ids.shape[1]), "local_length": int(hidden.shape[1]),
         "padded": shard.padded, "video_tokens": int(video.embeds.shape[0]), "targets": int(targets.sum()),
         "kv_heads": model.language_model.config.num_key_value_heads,
         "embeds": diff(video.embeds, sp_video.embeds),
         "deepstack_levels": len(video.deepstack),
-        "deepstack": max([diff(a, b) for a, b in zip(video.deepstack, sp_video.deepstack)], default=0.0), "logprobs": diff(scores.logprobs, sp_scores.logprobs),
+        "deepstack": max([diff(a, b) for a, b in zip(video.deepstack, sp_video.deepstack)], default=0.0),
+        "logprobs": diff(scores.logprobs, sp_scores.logprobs),
         "entropy": diff(scores.entropy, sp_scores.entropy), "loss": abs(float(loss) - float(sp_loss)),
         "grads": max(diff(a, b) for a, b in zip(plain_grads, summed)),
         "grad_scale": max(float(a.abs().max()) for a in plain_grads),
         "left_padded": left_padded, "left_padded_logprobs": diff(p_plain, p_sp),
-    }), flush=True)
+    })
     dist.destroy_process_group()
 
 

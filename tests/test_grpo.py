@@ -10,7 +10,7 @@ from lightning_longrl.rl.embedding_cache import EmbeddingCacheConfig
 from lightning_longrl.rl.monitoring import PhaseTimer
 from lightning_longrl.rl.rollout import SamplingConfig
 from lightning_longrl.stages.grpo import DynamicSamplingConfig, GRPOModule, UpdateConfig
-from helpers import PARITY_REWARDS, MetricsRecorder, grpo_run
+from helpers import PARITY_REWARDS, MetricsRecorder, SaveEveryBatch, grpo_run
 
 REQUIRED_METRICS = [
     "reward/total_mean", "reward/total_std", "reward/accuracy_mean", "reward/accuracy_std", "reward/format_mean",
@@ -206,18 +206,6 @@ def test_trainable_vision_invalidates_after_every_optimizer_step(tmp_path, tiny_
     # the vision tower did change, so a stale entry would differ from a fresh encoding
     trainer2, module2, data2, _, _ = _train_cache_run(tmp_path / "never", tiny_checkpoints["qwen2_5_vl"], synth_dir, False, "never")
     assert not _fresh_embeddings_match_cache(module2, data2), "without invalidation the cache serves stale embeddings"
-
-
-class SaveEveryBatch(L.Callback):
-    """A checkpoint after every training batch, also after rounds without an optimizer step."""
-
-    def __init__(self, folder) -> None:
-        self.folder = folder
-        self.count = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.count += 1
-        trainer.save_checkpoint(self.folder / f"batch={self.count}.ckpt")
 
 
 def _resume_run(tmp_path, checkpoint, synth_dir, max_steps, ckpt_path=None, dynamic=False):

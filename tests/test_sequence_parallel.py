@@ -7,20 +7,15 @@ divide over the group (padded, then dropped), a group larger than the number of 
 """
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import free_port
+
 SCRIPT = Path(__file__).with_name("sp_check.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 CASES = {
@@ -36,12 +31,12 @@ def test_sequence_parallel_matches_single_process(case, tmp_path, tiny_checkpoin
     procs, sp, arch, frames = CASES[case]
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), str(SCRIPT), str(tiny_checkpoints[arch]), str(synth_dir), str(sp),
+         "--master_port", str(free_port()), str(SCRIPT), str(tiny_checkpoints[arch]), str(synth_dir), str(sp),
          str(frames)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = [json.loads(line) for line in proc.stdout.replace("}{", "}\n{").splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert sorted(r["rank"] for r in rows) == list(range(procs))
     for r in rows:
         assert r["local_length"] * sp == r["padded"] >= r["length"]
@@ -92,7 +87,7 @@ def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_
 
     checkpoint = tiny_checkpoints["qwen2_5_vl"]
     script = Path(__file__).with_name("mrsp_fit_check.py")
-    out, port = tmp_path / "nodes", _free_port()
+    out, port = tmp_path / "nodes", free_port()
     nodes = [
         subprocess.Popen([sys.executable, str(script), "sft", str(checkpoint), str(synth_dir), str(out), "2", "2", "2"],
                          cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -1,13 +1,13 @@
 """full_weights: the policy's weights by Hugging Face name, as the vLLM weight sync sends them."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from helpers import free_port
 from lightning_longrl.rl.weights import full_weights, is_sharded
 
 
@@ -23,9 +23,7 @@ def test_unsharded_weights_are_the_parameters_themselves(loaded_models):
 def test_fsdp_shards_are_gathered_into_full_tensors(tmp_path, tiny_checkpoints):
     """Two gloo processes shard the model with FSDP2; every rank gathers the exact full weights."""
     script = Path(__file__).with_name("fsdp_weights_check.py")
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_addr", "127.0.0.1", "--master_port", str(port), str(script),
                            str(tiny_checkpoints["qwen2_vl"])],

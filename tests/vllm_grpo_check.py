@@ -16,19 +16,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from helpers import LEARNABLE_REWARDS, PARITY_REWARDS, MetricsRecorder, grpo_run  # noqa: E402 (tests/ is on sys.path)
+from helpers import LEARNABLE_REWARDS, PARITY_REWARDS, MetricsRecorder, SaveEveryBatch, grpo_run  # noqa: E402 (tests/ is on sys.path)
 from lightning_longrl.callbacks import VLLMWeightSync
 from lightning_longrl.rl.rollout import SamplingConfig
-
-
-class SaveEveryBatch(L.Callback):
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.count = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.count += 1
-        trainer.save_checkpoint(self.folder / f"batch={self.count}.ckpt")
 
 
 def run(out: Path, engine: str, max_steps: int, rewards, lr: float, callbacks=(), ckpt_path=None,
