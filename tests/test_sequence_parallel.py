@@ -54,32 +54,67 @@ def test_sequence_parallel_matches_single_process(case, tmp_path, tiny_checkpoin
         assert (frames // 2) % sp, "the case must exercise frame padding"
 
 
-def _lightning_run(out: Path, checkpoint: Path, synth_dir: Path, devices: int, sp: int, stage: str = "sft") -> list[dict]:
+def _lightning_run(out: Path, checkpoint: Path, synth_dir: Path, devices: int, sp: int, stage: str = "sft",
+                   *options: str) -> list[dict]:
+    """Run tests/mrsp_fit_check.py (``options``: its --flags) and return each rank's row."""
     script = Path(__file__).with_name("mrsp_fit_check.py")
     proc = subprocess.run([sys.executable, str(script), stage, str(checkpoint), str(synth_dir), str(out), str(devices),
-                           str(sp)],
+                           str(sp), *options],
                           capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
 
 
-def test_mrsp_strategy_sft_matches_plain_ddp(tmp_path, tiny_checkpoints, synth_dir):
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory, tiny_checkpoints, synth_dir):
+    """``ddp_runs(stage)``: plain DDP on 2 processes, the reference of the MRSPStrategy runs (run once per stage)."""
+    runs: dict[str, list[dict]] = {}
+
+    def run(stage: str) -> list[dict]:
+        if stage not in runs:
+            runs[stage] = _lightning_run(tmp_path_factory.mktemp(f"ddp_{stage}"), tiny_checkpoints["qwen2_5_vl"],
+                                         synth_dir, devices=2, sp=0, stage=stage)
+        return runs[stage]
+
+    return run
+
+
+VARIANTS = {  # MRSPStrategy options of each run compared with plain DDP
+    "sft-replicated": ("sft", ()),
+    "sft-sharded": ("sft", ("--shard",)),
+    "sft-gradient-checkpointing": ("sft", ("--gradient-checkpointing",)),
+    "grpo-replicated": ("grpo", ()),
+    "grpo-sharded-gradient-checkpointing": ("grpo", ("--shard", "--gradient-checkpointing")),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
+def test_mrsp_strategy_matches_plain_ddp(tmp_path, tiny_checkpoints, synth_dir, ddp_runs, variant):
     """Lightning with MRSPStrategy(sp_size=2) on 4 processes trains exactly like DDP on 2: each
-    sequence-parallel pair sees one DDP rank's batches, with the same losses and the same weights
-    afterwards (vision tower trainable, so gradients also flow through the parallel encoding)."""
-    checkpoint = tiny_checkpoints["qwen2_5_vl"]
-    mrsp = _lightning_run(tmp_path / "mrsp", checkpoint, synth_dir, devices=4, sp=2)
-    ddp = _lightning_run(tmp_path / "ddp", checkpoint, synth_dir, devices=2, sp=0)
+    sequence-parallel pair sees one DDP rank's batches (and in GRPO samples its rollouts, seeded by
+    data-parallel rank), with the same losses and the same weights afterwards. SFT trains the vision
+    tower, so gradients also flow through the parallel encoding; GRPO scores sequence-parallel in
+    the old-policy, reference and update passes. With ``shard_weights`` (FSDP2 over the 4 ranks)
+    each rank holds a quarter of the weights; with gradient checkpointing the layers recomputed in
+    backward run sequence-parallel again."""
+    stage, options = VARIANTS[variant]
+    mrsp = _lightning_run(tmp_path / "mrsp", tiny_checkpoints["qwen2_5_vl"], synth_dir, 4, 2, stage, *options)
+    ddp = ddp_runs(stage)
     for rank, row in enumerate(mrsp):
         twin = ddp[rank // 2]
         assert row["batches"] == twin["batches"], "a sequence-parallel pair must see its data-parallel rank's samples"
+        assert row["rewards"] == twin["rewards"], "a pair must sample its DDP rank's rollouts"
         assert row["losses"] == pytest.approx(twin["losses"], abs=1e-5)
         assert row["checksum"] == pytest.approx(twin["checksum"], rel=1e-6)
+        if "--shard" in options:
+            assert twin["held"] / 4 <= row["held"] < twin["held"] / 4 + 2000, "each rank must hold ~1/4 of the weights"
+        else:
+            assert row["held"] == twin["held"]
     assert mrsp[0]["batches"] != mrsp[2]["batches"], "the two data-parallel groups must see different samples"
     assert abs(ddp[0]["checksum"] - ddp[0]["start_checksum"]) > 1e-3, "training must move the weights"
 
 
-def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_dir):
+def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_dir, ddp_runs):
     """num_nodes=2: two node processes (NODE_RANK 0 and 1, as SLURM or torchrun would start them on
     two machines), each launching 2 local ranks, train with sequence-parallel pairs exactly like
     plain DDP on 2 processes."""
@@ -98,24 +133,37 @@ def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_
         _, err = node.communicate(timeout=600)
         assert node.returncode == 0, err[-4000:]
     rows = [json.loads((out / f"rank{r}.json").read_text()) for r in range(4)]
-    ddp = _lightning_run(tmp_path / "ddp", checkpoint, synth_dir, devices=2, sp=0)
+    ddp = ddp_runs("sft")
     for rank, row in enumerate(rows):
         assert row["batches"] == ddp[rank // 2]["batches"]
         assert row["losses"] == pytest.approx(ddp[rank // 2]["losses"], abs=1e-5)
         assert row["checksum"] == pytest.approx(ddp[0]["checksum"], rel=1e-6)
 
 
-def test_mrsp_strategy_grpo_matches_plain_ddp(tmp_path, tiny_checkpoints, synth_dir):
-    """GRPO under MRSPStrategy(sp_size=2) on 4 processes: each pair samples the same rollouts as its
-    DDP rank (seeded by data-parallel rank), scores them sequence-parallel in the old-policy,
-    reference and update passes, and ends with the same weights as DDP on 2 processes."""
+def test_sharded_checkpoint_resumes_exactly(tmp_path, tiny_checkpoints, synth_dir):
+    """With sharded weights a checkpoint holds full tensors (model and SGD momentum): resuming it
+    on the 4 sharded ranks continues exactly like the uninterrupted run, and the checkpoint loads
+    into a plain single-process module."""
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    from lightning_longrl import SFTModule
+    from lightning_longrl.models.config import ModelConfig
+
     checkpoint = tiny_checkpoints["qwen2_5_vl"]
-    mrsp = _lightning_run(tmp_path / "mrsp", checkpoint, synth_dir, devices=4, sp=2, stage="grpo")
-    ddp = _lightning_run(tmp_path / "ddp", checkpoint, synth_dir, devices=2, sp=0, stage="grpo")
-    for rank, row in enumerate(mrsp):
-        twin = ddp[rank // 2]
-        assert row["batches"] == twin["batches"]
-        assert row["rewards"] == twin["rewards"], "a pair must sample its DDP rank's rollouts"
-        assert row["losses"] == pytest.approx(twin["losses"], abs=1e-5)
-        assert row["checksum"] == pytest.approx(twin["checksum"], rel=1e-6)
-    assert abs(ddp[0]["checksum"] - ddp[0]["start_checksum"]) > 1e-3, "the updates must move the weights"
+    whole = _lightning_run(tmp_path / "whole", checkpoint, synth_dir, 4, 2, "sft", "--shard", "--momentum", "0.9",
+                           "--max-steps", "3", "--save-every", str(tmp_path / "ckpt"))
+    saved = tmp_path / "ckpt" / "batch=2.ckpt"
+    resumed = _lightning_run(tmp_path / "resumed", checkpoint, synth_dir, 4, 2, "sft", "--shard", "--momentum", "0.9",
+                             "--max-steps", "3", "--resume", str(saved))
+    for rank in range(4):
+        assert resumed[rank]["batches"] == whole[rank]["batches"][2:]
+        assert resumed[rank]["losses"] == pytest.approx(whole[rank]["losses"][2:], abs=1e-6)
+        assert resumed[rank]["checksum"] == pytest.approx(whole[rank]["checksum"], rel=1e-9)
+    state = torch.load(saved, map_location="cpu", weights_only=False)
+    assert state["optimizer_states"][0]["state"], "the momentum buffers must be saved"
+    plain = SFTModule(ModelConfig(path=checkpoint))
+    plain.configure_model()
+    plain.load_state_dict(state["state_dict"])  # full tensors, every key
+    assert all(not isinstance(v, DTensor) for v in state["state_dict"].values())
+

@@ -36,5 +36,8 @@ def load_model(config: ModelConfig, processor=None) -> VideoLanguageModel:
     if config.freeze_vision:
         model.vision_tower.requires_grad_(False)
     if config.gradient_checkpointing:
-        model.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        from lightning_longrl.parallel.ulysses import checkpoint_contexts  # recomputation under sequence parallelism
+
+        model.hf.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": checkpoint_contexts})
     return model.train()  # from_pretrained returns eval mode; a training stage switches to eval where it needs

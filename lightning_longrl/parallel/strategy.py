@@ -17,10 +17,16 @@ contributions, so the world average is exactly the data-parallel average.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
+from torch.nn import Module
+from torch.optim import Optimizer
+
+from lightning_longrl.rl.weights import is_sharded
 
 
 class MRSPStrategy(DDPStrategy):
@@ -28,16 +34,20 @@ class MRSPStrategy(DDPStrategy):
 
     Args:
         sp_size: ranks per sequence-parallel group (1: plain DDP). Must divide the world size.
+        shard_weights: shard parameters, gradients and optimizer state over all ranks with FSDP2
+            instead of replicating them, so that 7B models fit (see :func:`shard_model`);
+            checkpoints still hold full tensors.
         **kwargs: passed on to :class:`~lightning.pytorch.strategies.DDPStrategy`.
     """
 
     strategy_name = "mrsp"
 
-    def __init__(self, sp_size: int = 1, **kwargs: Any) -> None:
+    def __init__(self, sp_size: int = 1, shard_weights: bool = False, **kwargs: Any) -> None:
         if sp_size < 1:
             raise ValueError(f"MRSPStrategy sp_size must be >= 1, got {sp_size}")
         super().__init__(**kwargs)
         self.sp_size = sp_size
+        self.shard_weights = shard_weights
         self._sp_group: dist.ProcessGroup | None = None
 
     def setup_distributed(self) -> None:
@@ -73,3 +83,83 @@ class MRSPStrategy(DDPStrategy):
     def distributed_sampler_kwargs(self) -> dict[str, int]:
         """Shard data over the data-parallel groups only: a group's ranks see the same samples."""
         return {"num_replicas": self.dp_size, "rank": self.dp_rank}
+
+    # ------------------------------------------------------------------ sharded weights (FSDP2)
+    def model_to_device(self) -> None:
+        if not self.shard_weights:
+            return super().model_to_device()
+        # fully_shard moves each rank's shard to the device; the full model never has to fit there
+
+    def configure_ddp(self) -> None:
+        if not self.shard_weights:
+            return super().configure_ddp()
+        self.model = shard_model(self.model, self.root_device, self.world_size)
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        """Full tensors when the weights are sharded (a collective: every rank gathers them)."""
+        if not is_sharded(self.lightning_module):
+            return super().lightning_module_state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.lightning_module,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_model_state_dict(self, checkpoint: Mapping[str, Any], strict: bool = True) -> None:
+        if not is_sharded(self.lightning_module):  # checkpoints are restored before sharding
+            return super().load_model_state_dict(checkpoint, strict)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(self.lightning_module, checkpoint["state_dict"],
+                             options=StateDictOptions(full_state_dict=True, strict=strict))
+
+    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
+        """The full optimizer state when sharded (a collective), so checkpoints do not depend on the world size."""
+        if not is_sharded(self.lightning_module):
+            return super().optimizer_state(optimizer)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        optimizer = getattr(optimizer, "_optimizer", optimizer)  # a LightningOptimizer wraps it
+        return get_optimizer_state_dict(self.lightning_module, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
+        if not is_sharded(self.lightning_module):
+            return super().load_optimizer_state_dict(checkpoint)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        for optimizer, state in zip(self.optimizers, checkpoint["optimizer_states"]):
+            set_optimizer_state_dict(self.lightning_module, getattr(optimizer, "_optimizer", optimizer), state,
+                                     options=StateDictOptions(full_state_dict=True))
+
+
+def shard_model(root: Module, device: torch.device, world_size: int) -> Module:
+    """Shard ``root``'s parameters over all ranks with FSDP2, one unit per block.
+
+    Units, inner first: every decoder layer and vision block of each
+    :class:`~lightning_longrl.models.video_lm.VideoLanguageModel` inside ``root`` (policy and
+    reference), then the parts the stages call directly: the vision tower, the token embedding and
+    output head (one unit when they are tied), the decoder. A unit gathers its weights only while
+    its own forward (or backward) runs. ``root`` itself becomes the FSDP root and is initialised at
+    once: the stages never call ``root.forward``, they call the units, and FSDP2 would otherwise
+    make whichever unit runs first the root.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from lightning_longrl.models.video_lm import VideoLanguageModel
+
+    mesh = init_device_mesh(device.type, (world_size,))
+    for vlm in [m for m in root.modules() if isinstance(m, VideoLanguageModel)]:
+        for unit in _shard_units(vlm):
+            fully_shard(unit, mesh=mesh)
+    fully_shard(root, mesh=mesh)  # whatever no unit holds
+    root._get_fsdp_state()._lazy_init()
+    return root
+
+
+def _shard_units(vlm: Any) -> list[Module | list[Module]]:
+    blocks = set(getattr(vlm.hf, "_no_split_modules", None) or ())
+    units: list[Module | list[Module]] = [m for m in vlm.modules() if type(m).__name__ in blocks]
+    embed, head = vlm.language_model.get_input_embeddings(), vlm.hf.lm_head
+    tied = embed.weight is head.weight
+    return units + [vlm.vision_tower, [embed, head] if tied else embed] + ([] if tied else [head]) + [vlm.language_model]

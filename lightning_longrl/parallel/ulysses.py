@@ -9,12 +9,17 @@ replicated to the query heads when there are fewer of them than ranks.
 The model's own code is untouched: :func:`ulysses_attention` is registered under the name
 ``"ulysses"`` and selected by setting the language model's ``_attn_implementation`` for the
 duration of a sequence-parallel forward (:func:`sequence_parallel_attention`).
+
+Between the two exchanges the attention itself runs with PyTorch's SDPA, or with flash-attn when
+the model was loaded with a flash-attention implementation (``attn_implementation: auto`` on a GPU
+with flash-attn installed): then transformers' own flash-attention function is called on the
+gathered heads, with the padding mask when there is left padding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +34,11 @@ NAME = "ulysses"
 
 @dataclass
 class _Active:
+    config: object  # the language model's config, whose _attn_implementation is switched
     group: dist.ProcessGroup
     key_padding: Tensor  # [B, L] bool over the whole (padded) sequence, True at real tokens
     padding_only_at_end: bool  # every row is real tokens then padding (no left padding)
+    kernel: str  # the model's own attention implementation ("sdpa", "flash_attention_2", ...)
 
 
 _ACTIVE: _Active | None = None
@@ -73,7 +80,14 @@ def ulysses_attention(
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
     dropout = dropout if module.training else 0.0
     padding = _ACTIVE.key_padding
-    if _ACTIVE.padding_only_at_end:
+    if _ACTIVE.kernel.startswith("flash_attention"):
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        mask = None if _ACTIVE.padding_only_at_end else padding.int()
+        out, _ = ALL_ATTENTION_FUNCTIONS[_ACTIVE.kernel](module, q, k, v, mask, dropout=dropout, scaling=scaling,
+                                                         is_causal=True)
+        out = out.transpose(1, 2)  # [B, L, H/sp, D] -> [B, H/sp, L, D]
+    elif _ACTIVE.padding_only_at_end:
         # causality alone hides trailing padding from every real token: the memory-efficient
         # causal kernels apply (no [L, L] mask, no materialised scores)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, scale=scaling)
@@ -112,16 +126,34 @@ def sequence_parallel_attention(language_model: nn.Module, group: dist.ProcessGr
         group: the sequence-parallel process group.
         key_padding: ``[B, L]`` True at real tokens of the whole padded sequence.
     """
-    global _ACTIVE
     register()
     config = language_model.config
-    previous, previous_active = config._attn_implementation, _ACTIVE
-    config._attn_implementation = NAME
     key_padding = key_padding.bool()
     only_at_end = bool((key_padding[:, 1:] <= key_padding[:, :-1]).all())
-    _ACTIVE = _Active(group, key_padding, only_at_end)
+    with _activated(_Active(config, group, key_padding, only_at_end, config._attn_implementation or "sdpa")):
+        yield
+
+
+@contextmanager
+def _activated(state: _Active) -> Iterator[None]:
+    global _ACTIVE
+    previous, previous_active = state.config._attn_implementation, _ACTIVE
+    state.config._attn_implementation = NAME
+    _ACTIVE = state
     try:
         yield
     finally:
-        config._attn_implementation = previous
+        state.config._attn_implementation = previous
         _ACTIVE = previous_active
+
+
+def checkpoint_contexts() -> tuple[AbstractContextManager, AbstractContextManager]:
+    """``context_fn`` for non-reentrant ``torch.utils.checkpoint`` (gradient checkpointing).
+
+    Backward, and with it the recomputation of checkpointed layers, runs after
+    :func:`sequence_parallel_attention` has exited; the recomputation context puts back the
+    sequence-parallel attention that the layer's forward ran under (none outside a
+    sequence-parallel forward).
+    """
+    state = _ACTIVE
+    return nullcontext(), (_activated(state) if state is not None else nullcontext())
