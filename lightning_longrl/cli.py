@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 import warnings
 from collections.abc import Sequence
 
@@ -20,6 +21,10 @@ Training and evaluation (LightningCLI; `lightning-longrl <command> --help` for o
   validate     run the validation loop of a config/checkpoint
   test         run the test loop (generation + accuracy)
   predict      write predictions for a record file
+  eval         a model over a long-video benchmark (JSONL, LongVideo-Reason-eval, VideoMME):
+               eval --model runs/demo/grpo/version_0/hf_model --data data/synth/test.jsonl --output_dir runs/eval
+  eval-frames  the frame-scaling study: eval at several frame counts, table and PNG plot:
+               eval-frames --frames [8,16,32] --model ... --data ... --output_dir runs/frames
 
 Data and models:
   synth        write synthetic long videos with reasoning questions (train/val/test JSONL)
@@ -112,6 +117,37 @@ def run_tiny_model(args: Sequence[str]) -> None:
     print(f"tiny {cfg.spec.arch} checkpoint in {path}")
 
 
+def run_eval(args: Sequence[str], study: bool = False) -> None:
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from lightning_longrl.eval.runner import EvalConfig, evaluate, results_table
+    from lightning_longrl.rl.vllm_engine import VLLMConfig
+
+    name = "eval-frames" if study else "eval"
+    parser = ArgumentParser(prog=f"lightning-longrl {name}",
+                            description="Evaluate a model on a long-video benchmark" + (" at several frame counts." if study else "."))
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    if study:
+        parser.add_argument("--frames", type=list[int], required=True, help="frame counts, e.g. [16,32,64]")
+    parser.add_class_arguments(EvalConfig)
+    cfg = parser.parse_args(list(args)).as_dict()
+    cfg.pop("config", None)
+    frames = cfg.pop("frames", None)
+    config = EvalConfig(**{**cfg, "vllm": VLLMConfig(**(cfg.get("vllm") or {}))})
+    if study:
+        from lightning_longrl.eval.frame_scaling import frame_scaling
+
+        frame_scaling(config, frames)
+        out = config.output_dir
+        print((Path(out) / "frame_scaling.md").read_text())
+        print(f"plot: {Path(out) / 'frame_scaling.png'}\ntable: {Path(out) / 'frame_scaling.md'}")
+        return
+    result = evaluate(config)
+    print(results_table(result.metrics, result.groups, Path(config.model).name))
+    print(f"\n{int(result.metrics['questions'])} questions ({result.answered_now} answered now); "
+          f"predictions, results.json, results.md and TensorBoard logs in {result.output_dir}")
+
+
 def run_table(args: Sequence[str]) -> None:
     from lightning_longrl.report import accuracy_table, load_metrics
 
@@ -134,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_synth(rest)
     elif command == "tiny-model":
         run_tiny_model(rest)
+    elif command in ("eval", "eval-frames"):
+        run_eval(rest, study=command == "eval-frames")
     elif command == "table":
         run_table(rest)
     else:

@@ -1,4 +1,5 @@
-"""Every YAML under configs/ parses and type-checks against the classes it names."""
+"""Every training YAML under configs/ parses and type-checks against the classes it names
+(configs/eval/ holds `lightning-longrl eval` settings, checked in tests/test_eval.py)."""
 
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import lightning as L
 import pytest
 from lightning.pytorch.cli import LightningCLI
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if p.parent.name != "eval")
 
 
 class ParseOnlyCLI(LightningCLI):

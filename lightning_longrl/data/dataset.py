@@ -73,6 +73,15 @@ class VideoQADataset(Dataset):
         self.video_root = Path(video_root) if video_root is not None else self.records_file.parent
         self.sampling = sampling
 
+    @classmethod
+    def from_records(cls, records: list[VideoQARecord], sampling: FrameSampling, video_root: str | Path,
+                     source: str | Path = "<records>") -> VideoQADataset:
+        """A dataset over records already read (for example a benchmark's unanswered questions)."""
+        dataset = cls.__new__(cls)
+        dataset.records_file, dataset.records = Path(source), list(records)
+        dataset.video_root, dataset.sampling = Path(video_root), sampling
+        return dataset
+
     def __len__(self) -> int:
         return len(self.records)
 

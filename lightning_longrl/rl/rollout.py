@@ -37,6 +37,9 @@ class SamplingConfig:
     top_p: float = 1.0
     top_k: int = 0
     """0 disables top-k."""
+    greedy: bool = False
+    """Take the arg-max token instead of sampling (evaluation); ``temperature`` then only scales
+    the reported log-probs."""
     batch_size: int | None = None
     """Sequences generated together (memory bound; at least one prompt's G samples); ``None``:
     all B x G at once."""
@@ -118,7 +121,7 @@ class PolicyRolloutEngine(RolloutEngine):
             inputs = self.model.embed(ids, mask, video, request.second_per_grid_ts[index])
             parts.append(self.model.generate(
                 inputs, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                top_p=sampling.top_p, top_k=sampling.top_k, generator=generator, num_samples=g,
+                top_p=sampling.top_p, top_k=sampling.top_k, greedy=sampling.greedy, generator=generator, num_samples=g,
             ))
         return cat_generations(parts, self.model.pad_token_id)
 

@@ -238,7 +238,8 @@ class VLLMRolloutEngine(RolloutEngine):
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
-            n=request.num_samples, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+            n=request.num_samples, temperature=0.0 if sampling.greedy else sampling.temperature,
+            top_p=sampling.top_p, top_k=sampling.top_k,
             max_tokens=sampling.max_new_tokens, logprobs=0, flat_logprobs=True, logit_bias=self._ban,
             ignore_eos=True, stop_token_ids=[self.model.eos_token_id], detokenize=False,
             output_kind=RequestOutputKind.FINAL_ONLY,

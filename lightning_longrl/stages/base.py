@@ -11,6 +11,7 @@ import torch
 
 from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.data.records import CATEGORIES
+from lightning_longrl.eval.metrics import BenchmarkMetrics
 from lightning_longrl.models.config import ModelConfig, load_model, load_processor
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.stages.batch_ops import answer_batch
@@ -34,7 +35,7 @@ class VideoQAStage(L.LightningModule):
         self.max_new_tokens = max_new_tokens
         self.processor = load_processor(model)
         self.model: VideoLanguageModel | None = None
-        self._category_counts: torch.Tensor | None = None
+        self.eval_metrics: BenchmarkMetrics | None = None  # built at the first evaluation batch
 
     def configure_model(self) -> None:
         if self.model is None:
@@ -42,31 +43,26 @@ class VideoQAStage(L.LightningModule):
 
     # ----------------------------------------------------------------------------- evaluation
     def evaluate_batch(self, batch: VideoBatch, prefix: str) -> None:
-        """Greedy answers to a prompt batch; logs ``{prefix}/accuracy`` and ``{prefix}/format_rate``
-        and counts per category for :meth:`log_category_accuracy`."""
-        size = len(batch)
-        correct = well_formed = 0.0
-        if self._category_counts is None:
-            self._category_counts = torch.zeros((len(_CATEGORY_SLOTS), 2), dtype=torch.float64)
-        if size:
+        """Greedy answers to a prompt batch, counted into the benchmark metrics (the same ones as
+        ``lightning-longrl eval``) that :meth:`log_category_accuracy` logs at the end of the loop."""
+        if self.eval_metrics is None:
+            self.eval_metrics = BenchmarkMetrics(_CATEGORY_SLOTS).to(self.device)
+        if len(batch):
             answered = answer_batch(self.model, batch, self.max_new_tokens)
-            correct, well_formed = sum(answered.correct) / size, sum(answered.well_formed) / size
-            for record, ok in zip(batch.records, answered.correct):
-                slot = _CATEGORY_SLOTS.index(record.category) if record.category in CATEGORIES else len(CATEGORIES)
-                self._category_counts[slot] += torch.tensor([float(ok), 1.0], dtype=torch.float64)
-        self.log(f"{prefix}/accuracy", correct, batch_size=size, sync_dist=True)
-        self.log(f"{prefix}/format_rate", well_formed, batch_size=size, sync_dist=True)
+            groups = [r.category if r.category in CATEGORIES else OTHER_CATEGORY for r in batch.records]
+            self.eval_metrics.update(groups, answered.correct, answered.well_formed)
 
     def log_category_accuracy(self, prefix: str) -> None:
-        """Log ``{prefix}/accuracy/<category>`` for every category seen (summed over ranks)."""
-        counts = self._category_counts
-        self._category_counts = None
-        if counts is None:
-            counts = torch.zeros((len(_CATEGORY_SLOTS), 2), dtype=torch.float64)
-        counts = self.trainer.strategy.reduce(counts.to(self.device), reduce_op="sum") if self.trainer.world_size > 1 else counts
-        for name, (right, total) in zip(_CATEGORY_SLOTS, counts.tolist()):
-            if total > 0:
-                self.log(f"{prefix}/accuracy/{name}", right / total, rank_zero_only=True)
+        """Log ``{prefix}/accuracy``, ``{prefix}/format_rate`` and ``{prefix}/accuracy/<category>``
+        for every category seen, aggregated over all ranks (torchmetrics' sum of counts)."""
+        metrics = self.eval_metrics if self.eval_metrics is not None else BenchmarkMetrics(_CATEGORY_SLOTS).to(self.device)
+        values = metrics.compute()
+        metrics.reset()
+        self.log(f"{prefix}/accuracy", values["accuracy"], rank_zero_only=True)
+        self.log(f"{prefix}/format_rate", values["format_rate"], rank_zero_only=True)
+        for name in _CATEGORY_SLOTS:
+            if f"accuracy/{name}" in values:
+                self.log(f"{prefix}/accuracy/{name}", values[f"accuracy/{name}"], rank_zero_only=True)
 
     def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
         self.evaluate_batch(batch, "test")

@@ -1,0 +1,65 @@
+"""The frame-scaling study (the paper's Figure 8): one benchmark at several frame counts.
+
+Each frame count is an ordinary :func:`~lightning_longrl.eval.runner.evaluate` run in
+``<output_dir>/frames_<n>/`` (so an interrupted study resumes where it stopped, and every point
+keeps its predictions); the model and engine are loaded once. The study writes
+``frame_scaling.md`` / ``frame_scaling.json`` (accuracy per category and overall at each frame
+count) and ``frame_scaling.png`` (accuracy against frames, one line per category).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from lightning_longrl.eval.plot import line_chart
+from lightning_longrl.eval.runner import EvalConfig, EvalResult, evaluate
+from lightning_longrl.models.config import ModelConfig, load_model
+from lightning_longrl.rl.rollout import build_engine
+
+
+def frame_scaling(config: EvalConfig, frames: Sequence[int]) -> dict[int, EvalResult]:
+    """Evaluate ``config`` at each of ``frames`` (``config.num_frames`` is replaced) and write the
+    study's table and plot into ``config.output_dir``."""
+    if not frames or any(n < 1 for n in frames):
+        raise ValueError(f"frame_scaling needs positive frame counts, got {list(frames)}")
+    frames = sorted(set(frames))
+    root = Path(config.output_dir)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    model = load_model(ModelConfig(path=config.model, dtype=config.dtype,
+                                   attn_implementation=config.attn_implementation)).to(device).eval()
+    engine = build_engine(config.engine, model, config.vllm)
+    results: dict[int, EvalResult] = {}
+    try:
+        for n in frames:
+            point = dataclasses.replace(config, num_frames=n, fps=None, output_dir=str(root / f"frames_{n}"))
+            results[n] = evaluate(point, model, engine)
+    finally:
+        engine.close()
+    write_study(root, results)
+    return results
+
+
+def write_study(root: Path, results: dict[int, EvalResult]) -> None:
+    frames = sorted(results)
+    groups = list(dict.fromkeys(g for r in results.values() for g in r.groups))
+    series: dict[str, list[float | None]] = {"Overall": [100 * results[n].metrics["accuracy"] for n in frames]}
+    for g in groups:
+        series[g] = [100 * results[n].metrics[f"accuracy/{g}"] if f"accuracy/{g}" in results[n].metrics else None
+                     for n in frames]
+    header = ["Frames", *groups, "Overall", "Format", "Unreadable"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for i, n in enumerate(frames):
+        m = results[n].metrics
+        cells = [str(n), *(f"{series[g][i]:.1f}" if series[g][i] is not None else "-" for g in groups),
+                 f"{series['Overall'][i]:.1f}", f"{100 * m['format_rate']:.1f}", str(int(m["unreadable"]))]
+        lines.append("| " + " | ".join(cells) + " |")
+    (root / "frame_scaling.md").write_text("\n".join(lines) + "\n")
+    (root / "frame_scaling.json").write_text(json.dumps(
+        {"frames": frames, "accuracy_percent": series, "metrics": {str(n): results[n].metrics for n in frames}},
+        indent=2) + "\n")
+    line_chart(root / "frame_scaling.png", frames, series, title="Accuracy against input frames")

@@ -1,0 +1,68 @@
+"""A line chart as a PNG, drawn with Pillow (no plotting library needed): accuracy against frames."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+_COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def line_chart(path: str | Path, x: Sequence[float], series: Mapping[str, Sequence[float | None]], title: str,
+               x_label: str = "frames", y_label: str = "accuracy (%)", log_x: bool = True,
+               size: tuple[int, int] = (900, 560)) -> Path:
+    """Write one line per series (``None`` points are skipped) over ``x`` (log2 scale by default).
+
+    The first series is drawn thickest (the overall accuracy, by convention of the callers).
+    """
+    if not x or not series:
+        raise ValueError("line_chart needs x values and at least one series")
+    width, height = size
+    left, right, top, bottom = 80, 220, 50, 70
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    xs = [math.log2(v) if log_x else float(v) for v in x]
+    x_min, x_max = min(xs), max(xs)
+    if x_max == x_min:
+        x_min, x_max = x_min - 1, x_max + 1
+    values = [v for s in series.values() for v in s if v is not None]
+    y_min = 0.0
+    y_max = max(10.0, math.ceil((max(values) if values else 100.0) / 10) * 10)
+
+    def px(xv: float, yv: float) -> tuple[float, float]:
+        return (left + (xv - x_min) / (x_max - x_min) * (width - left - right),
+                height - bottom - (yv - y_min) / (y_max - y_min) * (height - top - bottom))
+
+    # axes, grid and tick labels
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for i in range(6):
+        yv = y_min + (y_max - y_min) * i / 5
+        _, yp = px(x_min, yv)
+        draw.line([left, yp, width - right, yp], fill="#e0e0e0")
+        draw.text((left - 40, yp - 6), f"{yv:.0f}", fill="black", font=font)
+    for xv, raw in zip(xs, x):
+        xp, _ = px(xv, y_min)
+        draw.line([xp, top, xp, height - bottom], fill="#e0e0e0")
+        draw.text((xp - 10, height - bottom + 8), f"{raw:g}", fill="black", font=font)
+    draw.text((left + (width - left - right) / 2 - 20, height - bottom + 30), x_label, fill="black", font=font)
+    draw.text((10, top - 30), y_label, fill="black", font=font)
+    draw.text((left, 15), title, fill="black", font=font)
+    # series and legend
+    for k, (name, ys) in enumerate(series.items()):
+        colour = _COLOURS[k % len(_COLOURS)]
+        points = [px(xv, yv) for xv, yv in zip(xs, ys) if yv is not None]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=4 if k == 0 else 2)
+        for xp, yp in points:
+            draw.ellipse([xp - 4, yp - 4, xp + 4, yp + 4], fill=colour)
+        ly = top + 10 + 22 * k
+        draw.line([width - right + 15, ly + 6, width - right + 45, ly + 6], fill=colour, width=4 if k == 0 else 2)
+        draw.text((width - right + 52, ly), name, fill="black", font=font)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

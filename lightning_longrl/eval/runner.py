@@ -1,0 +1,301 @@
+"""``lightning-longrl eval``: a model over a multiple-choice long-video benchmark.
+
+Questions are answered in batches (greedy by default) with the ``policy`` engine (the model's own
+``generate``) or the ``vllm`` engine, each video encoded once and fed to the engine as
+embeddings. Every answered question is appended to ``<output_dir>/predictions.jsonl`` as soon as
+its batch is done, so an interrupted run loses at most one batch: a rerun with the same
+``output_dir`` skips the questions already there. At the end the whole file is scored into
+``results.json``, ``results.md`` and TensorBoard scalars (``<output_dir>/tensorboard``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from lightning_longrl.data.collate import VideoBatch, VideoQACollator
+from lightning_longrl.data.dataset import VideoQADataset
+from lightning_longrl.data.prompts import parse_response
+from lightning_longrl.data.records import VideoQARecord
+from lightning_longrl.data.video import FrameSampling
+from lightning_longrl.eval.formats import BenchmarkFormat, category_order, load_benchmark
+from lightning_longrl.eval.metrics import BenchmarkMetrics
+from lightning_longrl.models.config import ModelConfig, load_model
+from lightning_longrl.models.video_lm import AttnImplementation, Dtype, VideoLanguageModel
+from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingConfig, build_engine
+from lightning_longrl.rl.vllm_engine import VLLMConfig
+from lightning_longrl.stages.batch_ops import encode_batch, score_answer
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.jsonl"
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate, on what, and how."""
+
+    model: str
+    """Local Hugging Face folder of the model (an ``hf_model`` export of a run, or a release)."""
+    data: str
+    """Benchmark file (JSON list or JSONL)."""
+    output_dir: str
+    """Where predictions.jsonl, results.json, results.md and TensorBoard logs go; a rerun resumes."""
+    format: BenchmarkFormat = "auto"
+    """``jsonl`` (project / Long-RL records), ``longvideo_reason``, ``videomme``, or ``auto``."""
+    video_root: str | None = None
+    """Folder relative video paths are resolved against (default: the benchmark file's folder)."""
+    subtitles: bool = False
+    """Put subtitles into the prompt as text (VideoMME "with subtitles")."""
+    subtitles_dir: str | None = None
+    """VideoMME: folder of ``<videoID>.srt`` files (needed for ``subtitles``)."""
+    num_frames: int | None = 64
+    """Frames per video, uniform over the clip (the paper evaluates with 512)."""
+    fps: float | None = None
+    """Sample by frames per second of video time instead (set ``num_frames: null``)."""
+    max_frames: int = 512
+    """Cap when sampling by ``fps``."""
+    max_pixels: int = 448 * 448
+    """Per-frame pixel budget."""
+    think: bool = True
+    """Reasoning mode (``<think>`` then ``<answer>``); ``false``: direct answering."""
+    engine: str = "policy"
+    """``policy`` (the model's own generate) or ``vllm``."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """vLLM engine settings."""
+    greedy: bool = True
+    """Greedy decoding; ``false`` samples with ``temperature`` and ``top_p``."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    """Seed of sampling (when not greedy)."""
+    max_new_tokens: int = 512
+    """Response length limit."""
+    batch_size: int = 4
+    """Questions answered together."""
+    num_workers: int = 2
+    """DataLoader workers decoding videos."""
+    limit: int | None = None
+    """Evaluate only the first ``limit`` questions of the file."""
+    dtype: Dtype = "float32"
+    attn_implementation: AttnImplementation = "auto"
+    device: str = "auto"
+    """``auto``: CUDA when available, else CPU."""
+    progress: bool = True
+    """Show a progress bar with an ETA."""
+
+    def __post_init__(self) -> None:
+        if (self.num_frames is None) == (self.fps is None):
+            raise ValueError(f"eval: set num_frames ({self.num_frames}) or fps ({self.fps}), exactly one")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"eval: batch_size and max_new_tokens must be >= 1, got {self.batch_size} and {self.max_new_tokens}")
+        if self.subtitles and self.format == "videomme" and self.subtitles_dir is None:
+            raise ValueError("eval: VideoMME with subtitles needs subtitles_dir (the folder of <videoID>.srt files)")
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    groups: list[str]
+    output_dir: Path
+    answered_now: int
+    """Questions answered by this call (the rest came from an earlier, interrupted run)."""
+    seconds: float
+
+
+def evaluate(config: EvalConfig, model: VideoLanguageModel | None = None, engine: RolloutEngine | None = None) -> EvalResult:
+    """Answer every question of the benchmark not yet in the output file, then score them all.
+
+    Args:
+        config: what to evaluate.
+        model: an already loaded model (else ``config.model`` is loaded).
+        engine: an already built engine for ``model`` (else ``config.engine`` is built, and closed at the end).
+    """
+    began = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_benchmark(config.data, config.format, config.subtitles_dir, config.limit)
+    groups = category_order(records)
+    predictions = out / PREDICTIONS
+    done = read_predictions(predictions)
+    _drop_partial_line(predictions)
+    pending = [r for r in records if r.id not in done]
+    answered_now = 0
+    if pending:
+        if model is None:
+            device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+            model = load_model(ModelConfig(path=config.model, dtype=config.dtype,
+                                           attn_implementation=config.attn_implementation)).to(device)
+        model.eval()
+        own_engine = engine is None
+        engine = engine or build_engine(config.engine, model, config.vllm)
+        try:
+            answered_now = _answer(config, model, engine, pending, predictions, len(records) - len(pending))
+        finally:
+            if own_engine:
+                engine.close()
+    rows = read_predictions(predictions)
+    metrics = score_predictions([rows[r.id] for r in records if r.id in rows], records, groups)
+    result = EvalResult(metrics, groups, out, answered_now, time.perf_counter() - began)
+    write_results(config, result)
+    return result
+
+
+def _answer(config: EvalConfig, model: VideoLanguageModel, engine: RolloutEngine, pending: list[VideoQARecord],
+            predictions: Path, already: int) -> int:
+    data_file = Path(config.data)
+    sampling = FrameSampling(num_frames=config.num_frames, fps=config.fps, max_frames=config.max_frames,
+                             max_pixels=config.max_pixels, size_multiple=model.frame_size_multiple)
+    dataset = VideoQADataset.from_records(pending, sampling, config.video_root or data_file.parent, data_file)
+    collate = VideoQACollator(model.processor, mode="prompt", think=config.think, include_subtitles=config.subtitles)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+                        collate_fn=collate)
+    generation = SamplingConfig(num_samples=1, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                top_p=config.top_p, greedy=config.greedy)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = next(model.parameters()).device
+    by_id = {r.id: r for r in pending}
+    answered = 0
+    bar = tqdm(total=len(pending) + already, initial=already, desc="eval", unit="question", disable=not config.progress,
+               dynamic_ncols=True)
+    with predictions.open("a", encoding="utf-8") as sink:
+        for batch in loader:
+            rows = [_unreadable_row(by_id[rid], reason) for rid, reason in batch.skipped]
+            if len(batch):
+                rows += answer_questions(model, engine, batch.to(device), generation, generator, config.think)
+            for row in rows:
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sink.flush()
+            answered += len(rows)
+            bar.update(len(rows))
+    bar.close()
+    return answered
+
+
+@torch.no_grad()
+def answer_questions(model: VideoLanguageModel, engine: RolloutEngine, batch: VideoBatch, sampling: SamplingConfig,
+                     generator: torch.Generator | None = None, think: bool = True) -> list[dict[str, Any]]:
+    """One response per question of a prompt batch, parsed and scored, as prediction rows."""
+    videos = encode_batch(model, batch).split(model.spatial_merge_size)
+    request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts, 1)
+    generation = engine.generate(request, sampling, generator)
+    return [prediction_row(record, model.tokenizer.decode(tokens[mask].tolist(), skip_special_tokens=True), frames, think)
+            for record, tokens, mask, frames in zip(batch.records, generation.tokens, generation.mask, batch.num_frames)]
+
+
+def prediction_row(record: VideoQARecord, response: str, frames: int | None = None, think: bool = True) -> dict[str, Any]:
+    """A response parsed and scored.
+
+    The answer inside ``<answer>`` is compared with the record's (an option letter, or the
+    option's text, for multiple choice). ``well_formed``: in reasoning mode the
+    ``<think>...</think><answer>...</answer>`` check; in direct mode a single ``<answer>`` block
+    and nothing else. A malformed response can still be correct when exactly one non-empty
+    answer block names the right option; in direct mode a response without tags is taken as the
+    answer itself (``"B"``, ``"B. the kitchen"``), as models not trained on the tags answer.
+    """
+    parsed = parse_response(response)
+    answer, well_formed = parsed.answer, parsed.well_formed
+    if not think:
+        direct = _DIRECT.fullmatch(response)
+        well_formed = bool(direct and direct.group(1).strip())
+        if answer is None and "<answer>" not in response and "</answer>" not in response and response.strip():
+            answer = response.strip()
+    prediction, correct = score_answer(record, answer)
+    return {"id": record.id, "category": record.category, "response": response, "prediction": prediction,
+            "answer": record.answer, "correct": correct, "well_formed": well_formed, "frames": frames,
+            "unreadable": False}
+
+
+_DIRECT = re.compile(r"\s*<answer>(.*?)</answer>\s*", re.DOTALL)
+
+
+def _unreadable_row(record: VideoQARecord, reason: str) -> dict[str, Any]:
+    return {"id": record.id, "category": record.category, "answer": record.answer, "correct": False,
+            "well_formed": False, "unreadable": True, "error": reason}
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a last line without its newline (a write interrupted by a crash) so appends start clean."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of a predictions file by question id. A last line cut short by a crash is ignored
+    (its question is answered again); any other bad line is an error naming the file and line."""
+    rows: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return rows
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                log.warning("%s: ignoring a truncated last line (its question is answered again)", path)
+                continue
+            raise ValueError(f"{path}:{number}: not a JSON object; remove the line or the file to redo it") from None
+        if not isinstance(row, dict) or "id" not in row or "correct" not in row:
+            raise ValueError(f"{path}:{number}: a prediction row needs 'id' and 'correct'")
+        rows[str(row["id"])] = row
+    return rows
+
+
+def score_predictions(rows: list[dict[str, Any]], records: list[VideoQARecord], groups: list[str]) -> dict[str, float]:
+    """Benchmark metrics of prediction rows (one per answered question).
+
+    Questions of ``records`` without a row are not counted; run :func:`evaluate` to answer them.
+    """
+    category = {r.id: r.category for r in records}
+    metrics = BenchmarkMetrics(groups)
+    answered = [row for row in rows if not row.get("unreadable")]
+    metrics.update([category[str(r["id"])] for r in answered], [bool(r["correct"]) for r in answered],
+                   [bool(r.get("well_formed")) for r in answered])
+    metrics.update_unreadable([category[str(r["id"])] for r in rows if r.get("unreadable")])
+    return metrics.compute()
+
+
+def results_table(metrics: dict[str, float], groups: list[str], name: str = "this run") -> str:
+    """A Markdown table: accuracy (%) per group, overall, format-compliance rate, unreadable videos."""
+    shown = [g for g in groups if f"accuracy/{g}" in metrics]
+    header = ["Model", *shown, "Overall", "Format", "Unreadable"]
+    cells = [name, *(f"{100 * metrics[f'accuracy/{g}']:.1f}" for g in shown), f"{100 * metrics['accuracy']:.1f}",
+             f"{100 * metrics['format_rate']:.1f}", f"{int(metrics['unreadable'])}"]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), "| " + " | ".join(cells) + " |"])
+
+
+def write_results(config: EvalConfig, result: EvalResult) -> None:
+    out = result.output_dir
+    summary = {"metrics": result.metrics, "groups": result.groups, "config": _plain(asdict(config)),
+               "answered_now": result.answered_now, "seconds": round(result.seconds, 3)}
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    frames = f"{config.num_frames} frames" if config.num_frames else f"{config.fps} fps"
+    mode = "reasoning" if config.think else "direct"
+    name = f"{Path(config.model).name} ({frames}, {mode}{', subtitles' if config.subtitles else ''})"
+    (out / "results.md").write_text(results_table(result.metrics, result.groups, name) + "\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(out / "tensorboard")) as writer:
+        step = config.num_frames or 0
+        for key, value in result.metrics.items():
+            writer.add_scalar(f"eval/{key}", value, global_step=step)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value if isinstance(value, (str, int, float, bool, type(None), list)) else str(value)

@@ -1,0 +1,40 @@
+"""Run by tests/test_eval.py under torchrun with 2 CPU processes (gloo): BenchmarkMetrics updated
+with each rank's share of hand-made rows aggregates, in ``compute()``, to what one process gets
+from all the rows. Rank 0 prints one JSON line: both results.
+
+usage: torchrun --nproc_per_node 2 eval_metrics_check.py
+"""
+
+import json
+
+import torch.distributed as dist
+
+from lightning_longrl.eval.metrics import BenchmarkMetrics
+
+GROUPS = ["Temporal", "Spatial", "Other"]
+# (group, correct, well formed) of answered questions, then unreadable ones: uneven on purpose
+ROWS = [("Temporal", True, True), ("Temporal", False, True), ("Spatial", True, False), ("Temporal", True, True),
+        ("Other", False, False), ("Spatial", True, True), ("Spatial", False, True)]
+UNREADABLE = ["Spatial", "Temporal", "Spatial"]
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    single = BenchmarkMetrics(GROUPS, sync_on_compute=False)
+    single.update(*zip(*ROWS))
+    single.update_unreadable(UNREADABLE)
+    shared = BenchmarkMetrics(GROUPS)
+    mine = ROWS[rank::world]
+    shared.update(*zip(*mine))
+    shared.update_unreadable(UNREADABLE[rank::world])
+    result = {"single": single.compute(), "distributed": shared.compute(), "local_rows": len(mine)}
+    rows = [None] * world
+    dist.all_gather_object(rows, result)
+    if rank == 0:
+        print(json.dumps(rows), flush=True)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
