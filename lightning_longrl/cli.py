@@ -35,7 +35,7 @@ Data and models:
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def _quiet_environment() -> None:
+def quiet_known_warnings() -> None:
     # Tokenizers' fork warning is noise once DataLoader workers fork; keep its threads off instead.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Lightning 2.6 triggers these deprecations inside its own code; users cannot act on them.
@@ -158,7 +158,7 @@ def run_table(args: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    _quiet_environment()
+    quiet_known_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)

@@ -31,7 +31,10 @@ def line_chart(path: str | Path, x: Sequence[float], series: Mapping[str, Sequen
         x_min, x_max = x_min - 1, x_max + 1
     values = [v for s in series.values() for v in s if v is not None]
     y_min = 0.0
-    y_max = max(10.0, math.ceil((max(values) if values else 100.0) / 10) * 10)
+    top_value = max(values) if values and max(values) > 0 else 1.0
+    step = _nice_step(top_value / 5)
+    y_max = step * math.ceil(top_value / step)
+    ticks = round(y_max / step)
 
     def px(xv: float, yv: float) -> tuple[float, float]:
         return (left + (xv - x_min) / (x_max - x_min) * (width - left - right),
@@ -39,11 +42,11 @@ def line_chart(path: str | Path, x: Sequence[float], series: Mapping[str, Sequen
 
     # axes, grid and tick labels
     draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for i in range(6):
-        yv = y_min + (y_max - y_min) * i / 5
+    for i in range(ticks + 1):
+        yv = y_min + step * i
         _, yp = px(x_min, yv)
         draw.line([left, yp, width - right, yp], fill="#e0e0e0")
-        draw.text((left - 40, yp - 6), f"{yv:.0f}", fill="black", font=font)
+        draw.text((left - 40, yp - 6), f"{yv:g}", fill="black", font=font)
     for xv, raw in zip(xs, x):
         xp, _ = px(xv, y_min)
         draw.line([xp, top, xp, height - bottom], fill="#e0e0e0")
@@ -66,3 +69,10 @@ def line_chart(path: str | Path, x: Sequence[float], series: Mapping[str, Sequen
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def _nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is at least ``raw``."""
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+
