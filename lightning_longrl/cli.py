@@ -7,6 +7,7 @@ configs (``class_path``/``init_args``); ``synth`` writes synthetic long-video da
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,10 @@ Training and evaluation (LightningCLI; `lightning-longrl <command> --help` for o
                eval-frames --frames [8,16,32] --model ... --data ... --output_dir runs/frames
 
 Data and models:
+  curate       long videos -> clip captions -> LLM-written question/reasoning/answer records (resumable):
+               curate --config configs/curate/local_hf.yaml --videos <folder> --output_dir data/curated
+  filter       difficulty labels by k sampled answers per question; SFT and RL splits, histogram:
+               filter --model <hf_model> --data records.jsonl --output_dir data/filtered --k 10
   synth        write synthetic long videos with reasoning questions (train/val/test JSONL)
   tiny-model   write a tiny random Qwen-VL checkpoint (tokenizer and processor included)
   table        per-category accuracy table from test metrics:  table untrained=a.json sft=b.json
@@ -87,17 +92,33 @@ def report_run(trainer) -> None:
         print("\n".join(["", "Run finished.", *lines]), flush=True)
 
 
-def run_synth(args: Sequence[str]) -> None:
+def parse_options(prog: str, description: str, config_class: type, args: Sequence[str],
+                  nested: dict[str, type] | None = None, extra=None) -> dict:
+    """Options of a dataclass-configured command, from the command line and ``--config`` YAML.
+
+    Args:
+        nested: dataclass fields that are themselves dataclasses, built from their dicts.
+        extra: ``extra(parser)`` adds further arguments (returned in the same dict).
+    """
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    parser = ArgumentParser(prog=f"lightning-longrl {prog}", description=description)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    if extra is not None:
+        extra(parser)
+    parser.add_class_arguments(config_class)
+    options = parser.parse_args(list(args)).as_dict()
+    options.pop("config", None)
+    for name, cls in (nested or {}).items():
+        if isinstance(options.get(name), dict):
+            options[name] = cls(**options[name])
+    return options
+
+
+def run_synth(args: Sequence[str]) -> None:
     from lightning_longrl.synth.dataset import SynthConfig, generate_dataset
 
-    parser = ArgumentParser(prog="lightning-longrl synth", description="Write a synthetic long-video reasoning dataset.")
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
-    parser.add_class_arguments(SynthConfig)
-    cfg = parser.parse_args(list(args))
-    cfg.pop("config", None)
-    config = SynthConfig(**cfg.as_dict())
+    config = SynthConfig(**parse_options("synth", "Write a synthetic long-video reasoning dataset.", SynthConfig, args))
     manifest = generate_dataset(config)
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
     print(f"synthetic dataset in {config.out_dir}: {counts}")
@@ -118,22 +139,17 @@ def run_tiny_model(args: Sequence[str]) -> None:
 
 
 def run_eval(args: Sequence[str], study: bool = False) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
     from lightning_longrl.eval.runner import EvalConfig, evaluate, results_table
     from lightning_longrl.rl.vllm_engine import VLLMConfig
 
-    name = "eval-frames" if study else "eval"
-    parser = ArgumentParser(prog=f"lightning-longrl {name}",
-                            description="Evaluate a model on a long-video benchmark" + (" at several frame counts." if study else "."))
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
-    if study:
+    def frames_argument(parser) -> None:
         parser.add_argument("--frames", type=list[int], required=True, help="frame counts, e.g. [16,32,64]")
-    parser.add_class_arguments(EvalConfig)
-    cfg = parser.parse_args(list(args)).as_dict()
-    cfg.pop("config", None)
-    frames = cfg.pop("frames", None)
-    config = EvalConfig(**{**cfg, "vllm": VLLMConfig(**(cfg.get("vllm") or {}))})
+
+    options = parse_options("eval-frames" if study else "eval",
+                            "Evaluate a model on a long-video benchmark" + (" at several frame counts." if study else "."),
+                            EvalConfig, args, {"vllm": VLLMConfig}, frames_argument if study else None)
+    frames = options.pop("frames", None)
+    config = EvalConfig(**options)
     if study:
         from lightning_longrl.eval.frame_scaling import frame_scaling
 
@@ -146,6 +162,32 @@ def run_eval(args: Sequence[str], study: bool = False) -> None:
     print(results_table(result.metrics, result.groups, Path(config.model).name))
     print(f"\n{int(result.metrics['questions'])} questions ({result.answered_now} answered now); "
           f"predictions, results.json, results.md and TensorBoard logs in {result.output_dir}")
+
+
+def run_curate(args: Sequence[str]) -> None:
+    from lightning_longrl.curate.backends import BackendConfig
+    from lightning_longrl.curate.pipeline import CurateConfig, curate
+
+    config = CurateConfig(**parse_options("curate", "Build question / reasoning / answer records from long videos.",
+                                          CurateConfig, args, dict.fromkeys(("captioner", "writer", "refiner"), BackendConfig)))
+    summary = curate(config)
+    print(json.dumps(summary.__dict__, indent=2))
+    out = Path(config.output_dir)
+    print(f"records: {out / 'records.jsonl'}; rejected replies: {out / 'rejects.jsonl'}")
+
+
+def run_filter(args: Sequence[str]) -> None:
+    from lightning_longrl.curate.difficulty import FilterConfig, difficulty_filter
+    from lightning_longrl.rl.vllm_engine import VLLMConfig
+
+    config = FilterConfig(**parse_options(
+        "filter", "Label questions easy / medium / hard by k sampled answers; write SFT and RL splits.",
+        FilterConfig, args, {"vllm": VLLMConfig}))
+    summary = difficulty_filter(config)
+    print(json.dumps(summary, indent=2))
+    out = Path(config.output_dir)
+    print(f"splits: {out / 'sft.jsonl'}, {out / 'rl.jsonl'}; labels: {out / 'labels.jsonl'}; "
+          f"histogram: {out / 'accuracy_histogram.png'}")
 
 
 def run_table(args: Sequence[str]) -> None:
@@ -170,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_synth(rest)
     elif command == "tiny-model":
         run_tiny_model(rest)
+    elif command == "curate":
+        run_curate(rest)
+    elif command == "filter":
+        run_filter(rest)
     elif command in ("eval", "eval-frames"):
         run_eval(rest, study=command == "eval-frames")
     elif command == "table":

@@ -1,5 +1,6 @@
 """Every training YAML under configs/ parses and type-checks against the classes it names
-(configs/eval/ holds `lightning-longrl eval` settings, checked in tests/test_eval.py)."""
+(configs/eval/ and configs/curate/ hold `lightning-longrl eval` and `curate` settings, checked in
+tests/test_eval.py and tests/test_curate.py)."""
 
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 from lightning.pytorch.cli import LightningCLI
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
-CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if p.parent.name != "eval")
+CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if p.parent.name not in ("eval", "curate"))
 
 
 class ParseOnlyCLI(LightningCLI):

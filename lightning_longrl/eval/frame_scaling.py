@@ -14,10 +14,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from lightning_longrl.eval.plot import line_chart
-from lightning_longrl.eval.runner import EvalConfig, EvalResult, evaluate
+from lightning_longrl.eval.runner import EvalConfig, EvalResult, evaluate, resolve_device
 from lightning_longrl.models.config import ModelConfig, load_model
 from lightning_longrl.rl.rollout import build_engine
 
@@ -29,9 +27,8 @@ def frame_scaling(config: EvalConfig, frames: Sequence[int]) -> dict[int, EvalRe
         raise ValueError(f"frame_scaling needs positive frame counts, got {list(frames)}")
     frames = sorted(set(frames))
     root = Path(config.output_dir)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     model = load_model(ModelConfig(path=config.model, dtype=config.dtype,
-                                   attn_implementation=config.attn_implementation)).to(device).eval()
+                                   attn_implementation=config.attn_implementation)).to(resolve_device(config.device)).eval()
     engine = build_engine(config.engine, model, config.vllm)
     results: dict[int, EvalResult] = {}
     try:

@@ -1,4 +1,5 @@
-"""A line chart as a PNG, drawn with Pillow (no plotting library needed): accuracy against frames."""
+"""Charts as PNG files drawn with Pillow (no plotting library needed): a line chart (accuracy
+against frames, training curves) and a bar chart (histograms)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,7 @@ def line_chart(path: str | Path, x: Sequence[float], series: Mapping[str, Sequen
         raise ValueError("line_chart needs x values and at least one series")
     width, height = size
     left, right, top, bottom = 80, 220, 50, 70
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
+    image, draw, font = _canvas(size)
     xs = [math.log2(v) if log_x else float(v) for v in x]
     x_min, x_max = min(xs), max(xs)
     if x_max == x_min:
@@ -71,8 +70,46 @@ def line_chart(path: str | Path, x: Sequence[float], series: Mapping[str, Sequen
     return path
 
 
+def _canvas(size: tuple[int, int]):
+    image = Image.new("RGB", size, "white")
+    return image, ImageDraw.Draw(image), ImageFont.load_default()
+
+
 def _nice_step(raw: float) -> float:
     """The smallest of 1, 2, 2.5, 5 x 10^k that is at least ``raw``."""
     power = 10 ** math.floor(math.log10(raw))
     return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+
+
+def bar_chart(path: str | Path, labels: Sequence[str], values: Sequence[float], title: str, x_label: str = "",
+              y_label: str = "", size: tuple[int, int] = (900, 520)) -> Path:
+    """Write one bar per label, with its value printed above it."""
+    if not labels or len(labels) != len(values):
+        raise ValueError("bar_chart needs as many values as labels, at least one")
+    width, height = size
+    left, right, top, bottom = 80, 30, 50, 70
+    image, draw, font = _canvas(size)
+    top_value = max(max(values), 1)
+    step = _nice_step(top_value / 5)
+    y_max = step * math.ceil(top_value / step)
+    plot_h, plot_w = height - top - bottom, width - left - right
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for i in range(round(y_max / step) + 1):
+        y = height - bottom - step * i / y_max * plot_h
+        draw.line([left, y, width - right, y], fill="#e0e0e0")
+        draw.text((left - 40, y - 6), f"{step * i:g}", fill="black", font=font)
+    slot = plot_w / len(labels)
+    for i, (label, value) in enumerate(zip(labels, values)):
+        x0, x1 = left + slot * (i + 0.15), left + slot * (i + 0.85)
+        y = height - bottom - value / y_max * plot_h
+        draw.rectangle([x0, y, x1, height - bottom], fill=_COLOURS[1])
+        draw.text(((x0 + x1) / 2 - 8, y - 14), f"{value:g}", fill="black", font=font)
+        draw.text(((x0 + x1) / 2 - 12, height - bottom + 8), str(label), fill="black", font=font)
+    draw.text((left + plot_w / 2 - 40, height - bottom + 32), x_label, fill="black", font=font)
+    draw.text((10, top - 30), y_label, fill="black", font=font)
+    draw.text((left, 15), title, fill="black", font=font)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
 

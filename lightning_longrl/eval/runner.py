@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from lightning_longrl.data.collate import VideoBatch, VideoQACollator
 from lightning_longrl.data.dataset import VideoQADataset
+from lightning_longrl.data.jsonl_store import JSONLStore, read_jsonl_rows
 from lightning_longrl.data.prompts import parse_response
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.data.video import FrameSampling
@@ -126,23 +127,11 @@ def evaluate(config: EvalConfig, model: VideoLanguageModel | None = None, engine
     records = load_benchmark(config.data, config.format, config.subtitles_dir, config.limit)
     groups = category_order(records)
     predictions = out / PREDICTIONS
-    done = read_predictions(predictions)
-    _drop_partial_line(predictions)
-    pending = [r for r in records if r.id not in done]
-    answered_now = 0
-    if pending:
-        if model is None:
-            device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
-            model = load_model(ModelConfig(path=config.model, dtype=config.dtype,
-                                           attn_implementation=config.attn_implementation)).to(device)
-        model.eval()
-        own_engine = engine is None
-        engine = engine or build_engine(config.engine, model, config.vllm)
-        try:
-            answered_now = _answer(config, model, engine, pending, predictions, len(records) - len(pending))
-        finally:
-            if own_engine:
-                engine.close()
+    with JSONLStore(predictions, key=lambda row: str(row["id"]), required=("id", "correct")) as store:
+        pending = [r for r in records if r.id not in store]
+        answered_now = 0
+        if pending:
+            answered_now = _answer_pending(config, model, engine, pending, store, len(records) - len(pending))
     rows = read_predictions(predictions)
     metrics = score_predictions([rows[r.id] for r in records if r.id in rows], records, groups)
     result = EvalResult(metrics, groups, out, answered_now, time.perf_counter() - began)
@@ -150,8 +139,28 @@ def evaluate(config: EvalConfig, model: VideoLanguageModel | None = None, engine
     return result
 
 
+def _answer_pending(config: EvalConfig, model: VideoLanguageModel | None, engine: RolloutEngine | None,
+                    pending: list[VideoQARecord], store: JSONLStore, already: int) -> int:
+    if model is None:
+        model = load_model(ModelConfig(path=config.model, dtype=config.dtype,
+                                       attn_implementation=config.attn_implementation)).to(resolve_device(config.device))
+    model.eval()
+    own_engine = engine is None
+    engine = engine or build_engine(config.engine, model, config.vllm)
+    try:
+        return _answer(config, model, engine, pending, store, already)
+    finally:
+        if own_engine:
+            engine.close()
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: CUDA when available, else CPU."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 def _answer(config: EvalConfig, model: VideoLanguageModel, engine: RolloutEngine, pending: list[VideoQARecord],
-            predictions: Path, already: int) -> int:
+            store: JSONLStore, already: int) -> int:
     data_file = Path(config.data)
     sampling = FrameSampling(num_frames=config.num_frames, fps=config.fps, max_frames=config.max_frames,
                              max_pixels=config.max_pixels, size_multiple=model.frame_size_multiple)
@@ -167,16 +176,14 @@ def _answer(config: EvalConfig, model: VideoLanguageModel, engine: RolloutEngine
     answered = 0
     bar = tqdm(total=len(pending) + already, initial=already, desc="eval", unit="question", disable=not config.progress,
                dynamic_ncols=True)
-    with predictions.open("a", encoding="utf-8") as sink:
-        for batch in loader:
-            rows = [_unreadable_row(by_id[rid], reason) for rid, reason in batch.skipped]
-            if len(batch):
-                rows += answer_questions(model, engine, batch.to(device), generation, generator, config.think)
-            for row in rows:
-                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-            sink.flush()
-            answered += len(rows)
-            bar.update(len(rows))
+    for batch in loader:
+        rows = [_unreadable_row(by_id[rid], reason) for rid, reason in batch.skipped]
+        if len(batch):
+            rows += answer_questions(model, engine, batch.to(device), generation, generator, config.think)
+        for row in rows:
+            store.append(row)
+        answered += len(rows)
+        bar.update(len(rows))
     bar.close()
     return answered
 
@@ -223,36 +230,9 @@ def _unreadable_row(record: VideoQARecord, reason: str) -> dict[str, Any]:
             "well_formed": False, "unreadable": True, "error": reason}
 
 
-def _drop_partial_line(path: Path) -> None:
-    """Cut a last line without its newline (a write interrupted by a crash) so appends start clean."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
 def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
-    """Rows of a predictions file by question id. A last line cut short by a crash is ignored
-    (its question is answered again); any other bad line is an error naming the file and line."""
-    rows: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return rows
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                log.warning("%s: ignoring a truncated last line (its question is answered again)", path)
-                continue
-            raise ValueError(f"{path}:{number}: not a JSON object; remove the line or the file to redo it") from None
-        if not isinstance(row, dict) or "id" not in row or "correct" not in row:
-            raise ValueError(f"{path}:{number}: a prediction row needs 'id' and 'correct'")
-        rows[str(row["id"])] = row
-    return rows
+    """Rows of a predictions file by question id (a last line cut short by a crash is ignored)."""
+    return {str(r["id"]): r for r in read_jsonl_rows(path, required=("id", "correct"))}
 
 
 def score_predictions(rows: list[dict[str, Any]], records: list[VideoQARecord], groups: list[str]) -> dict[str, float]:
