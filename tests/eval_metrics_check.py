@@ -23,11 +23,11 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     single = BenchmarkMetrics(GROUPS, sync_on_compute=False)
     single.update(*zip(*ROWS))
-    single.update_unreadable(UNREADABLE)
+    single.update(UNREADABLE, [False] * len(UNREADABLE), [False] * len(UNREADABLE), [True] * len(UNREADABLE))
     shared = BenchmarkMetrics(GROUPS)
-    mine = ROWS[rank::world]
+    mine, bad = ROWS[rank::world], UNREADABLE[rank::world]
     shared.update(*zip(*mine))
-    shared.update_unreadable(UNREADABLE[rank::world])
+    shared.update(bad, [False] * len(bad), [False] * len(bad), [True] * len(bad))
     result = {"single": single.compute(), "distributed": shared.compute(), "local_rows": len(mine)}
     rows = [None] * world
     dist.all_gather_object(rows, result)

@@ -7,7 +7,7 @@ SP_SIZE 0 means plain DDP; --shard shards the weights (MRSPStrategy(shard_weight
 writes DIR/batch=<k>.ckpt after every batch, --resume continues from one. With NUM_NODES > 1 start one such process per node, with NODE_RANK,
 MASTER_ADDR and MASTER_PORT set (as a cluster launcher would); DEVICES is per node. Writes OUT_DIR/rank<N>.json per rank: the record ids of each batch,
 each step's loss (SFT) or logged metrics (GRPO), a checksum of the trained (full) weights and the
-number of parameter elements this rank holds.
+number of parameter elements this rank holds (and the vision tower's, which is never sharded).
 """
 
 import argparse
@@ -76,13 +76,15 @@ def main() -> None:
     trainer.fit(module, data, ckpt_path=args.resume)
     checksum = float(sum(w.double().sum() for _, w in full_weights(module.model, module)))  # gathered when sharded
     held = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in module.model.parameters())
+    vision = sum(p.numel() for p in module.model.vision_tower.parameters())  # replicated also when sharding
     from lightning_longrl.models.video_lm import VideoLanguageModel
 
     start = float(sum(p.detach().double().sum() for p in VideoLanguageModel.from_pretrained(checkpoint).parameters()))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(
         {"rank": trainer.global_rank, "batches": record.batches, "losses": record.losses, "rewards": record.rewards,
-         "checksum": checksum, "start_checksum": start, "held": held}))
+         "checksum": checksum, "start_checksum": start, "held": held,
+         "vision": vision}))
 
 
 if __name__ == "__main__":

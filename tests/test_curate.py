@@ -198,8 +198,9 @@ def test_filter_labels_splits_and_histogram(tmp_path, tiny_checkpoints, synth_di
     data = tmp_path / "records.jsonl"
     rows = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines()]
     rows += [json.loads(line) for line in (synth_dir / "val.jsonl").read_text().splitlines()]
-    data.write_text("".join(json.dumps(dict(r, video=str(synth_dir / r["video"]))) + "\n" for r in rows))
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))  # video paths relative to synth_dir
     config = FilterConfig(model=str(tiny_checkpoints["qwen2_5_vl"]), data=str(data), output_dir=str(tmp_path / "out"),
+                          video_root=str(synth_dir),
                           k=4, num_frames=8, max_pixels=56 * 56, max_new_tokens=8, num_workers=0, think=False,
                           progress=False)
     summary = difficulty_filter(config)
@@ -212,6 +213,9 @@ def test_filter_labels_splits_and_histogram(tmp_path, tiny_checkpoints, synth_di
     sft = [json.loads(line)["id"] for line in (out / "sft.jsonl").read_text().splitlines()]
     rl = [json.loads(line)["id"] for line in (out / "rl.jsonl").read_text().splitlines()]
     assert not set(sft) & set(rl) and sorted(sft + rl) == sorted(r["id"] for r in rows), "splits: disjoint and complete"
+    for split in ("sft", "rl"):
+        for line in (out / f"{split}.jsonl").read_text().splitlines():
+            assert (out / json.loads(line)["video"]).is_file(), "a split's video paths must work from its own folder"
     assert set(rl) == {r["id"] for r in labels if r["label"] == "medium"}
     assert sum(summary["correct_histogram"].values()) == len(rows)
     with Image.open(out / "accuracy_histogram.png") as image:

@@ -185,10 +185,16 @@ def test_eval_end_to_end_resumes_and_counts_unreadable_videos(tmp_path, tiny_che
     kept = [p for p in predictions if json.loads(p)["id"] not in (rows[2]["id"], rows[3]["id"])]
     (out / PREDICTIONS).write_text("\n".join(kept) + "\n" + predictions[-1][:20])
     second = evaluate(config)
-    assert second.answered_now == 2
+    assert second.answered_now == 4, "the two lost answers, and the two unreadable videos tried again"
     assert second.metrics == pytest.approx(first.metrics), "greedy answers must not change on resume"
+    rows_now = (out / PREDICTIONS).read_text().splitlines()
     again = evaluate(config)
-    assert again.answered_now == 0
+    assert again.answered_now == 2, "only the unreadable videos are tried again"
+    assert len((out / PREDICTIONS).read_text().splitlines()) == len(rows_now) + 2
+    # once the video is readable, its question is answered and counted like any other
+    (tmp_path / "corrupt.mp4").write_bytes((synth_dir / rows[1]["video"]).read_bytes())
+    fixed = evaluate(config)
+    assert fixed.answered_now == 2 and fixed.metrics["unreadable"] == 1 and fixed.metrics["questions"] == 6
 
 
 def test_eval_cli_with_vllm_matches_the_policy_engine(tmp_path, tiny_checkpoints, synth_dir):

@@ -11,11 +11,13 @@ that ended its attempts; failed requests are not stored, so a rerun tries them a
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import logging
 import os
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -175,12 +177,12 @@ class HFBackend(Backend):
 
         texts, images = [], []
         for request in requests:
-            content: list[dict[str, Any]] = []
+            # text alone goes in as a plain string: text-only chat templates (Qwen3, Qwen2.5) need it
+            content: str | list[dict[str, Any]] = request.text
             if request.frames is not None and len(request.frames):
-                content.append({"type": "text", "text": _frame_times(request)})
-                content += [{"type": "image"} for _ in request.frames]
+                content = [{"type": "text", "text": _frame_times(request)}, *({"type": "image"} for _ in request.frames),
+                           {"type": "text", "text": request.text}]
                 images.append([f for f in request.frames])
-            content.append({"type": "text", "text": request.text})
             texts.append(self.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                             add_generation_prompt=True))
         kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
@@ -269,6 +271,7 @@ class OpenAIBackend(Backend):
             if not self.key:
                 raise ValueError(f"openai backend: the environment variable {config.api_key_env} (api_key_env) is not set")
         self.attempts = 0  # HTTP requests sent, retries included
+        self._lock = threading.Lock()
 
     def generate(self, requests: Sequence[Request]) -> list[str | BackendError]:
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
@@ -289,19 +292,23 @@ class OpenAIBackend(Backend):
         for attempt in range(self.config.retries + 1):
             if attempt:
                 time.sleep(self.config.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
-            self.attempts += 1
+            with self._lock:
+                self.attempts += 1
             try:
                 with urllib.request.urlopen(urllib.request.Request(self.url, body, headers),
                                             timeout=self.config.timeout_s) as response:
                     reply = json.loads(response.read())
-                return (reply["choices"][0]["message"].get("content") or "").strip()
+                content = reply["choices"][0]["message"].get("content") or ""
+                if isinstance(content, list):  # some servers return content parts
+                    content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+                return content.strip()
             except urllib.error.HTTPError as err:
                 last = f"HTTP {err.code}: {err.read()[:300].decode(errors='replace')}"
                 if err.code not in self.RETRY_STATUS:
                     break
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            except (OSError, http.client.HTTPException) as err:  # connection, timeout, TLS, cut-off reply: retried
                 last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
-            except (KeyError, IndexError, json.JSONDecodeError) as err:
+            except Exception as err:  # noqa: BLE001 - a reply of another shape: reported, not retried
                 last = f"unexpected reply ({type(err).__name__}: {err})"
                 break
         log.warning("%s: request failed after %d attempt(s): %s", self.name, attempt + 1, last)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lightning_longrl.data.collate import VideoQACollator
-from lightning_longrl.data.dataset import VideoQADataset
+from lightning_longrl.data.dataset import VideoQADataset, portable_video_path, resolve_video_path
 from lightning_longrl.data.jsonl_store import JSONLStore
 from lightning_longrl.data.records import read_records
 from lightning_longrl.data.video import FrameSampling
@@ -90,22 +90,26 @@ def difficulty_filter(config: FilterConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     data = Path(config.data)
     records = read_records(data)
-    raw_rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw_rows = [json.loads(line) for line in data.read_text(encoding="utf-8").split("\n") if line.strip()]
     with JSONLStore(out / "labels.jsonl", key=lambda r: str(r["id"]), required=("id", "correct", "k")) as store:
         stale = [r for r in records if r.id in store and store.get(r.id)["k"] != config.k]
         if stale:
             raise ValueError(f"{out / 'labels.jsonl'} was made with k={store.get(stale[0].id)['k']}, not {config.k}; "
                              "use another output_dir or delete the file")
-        pending = [r for r in records if r.id not in store]
+        pending = [r for r in records if r.id not in store or store.get(r.id).get("unreadable")]
         if pending:
             _label(config, pending, store, len(records) - len(pending), len(records), data)
         labels = {r.id: store.get(r.id) for r in records}
     splits = {"sft": [], "rl": []}
-    for record, raw in zip(records, raw_rows):
+    video_root = Path(config.video_root) if config.video_root else data.parent
+    for record, raw in zip(records, raw_rows, strict=True):
         row = labels[record.id]
         if row.get("unreadable"):
             continue
-        splits["rl" if row["label"] in config.rl_labels else "sft"].append(raw)
+        # rows are copied as they are, except the video path, which must still point at the video
+        relocated = {**raw, "video": portable_video_path(resolve_video_path(record, video_root), out)}
+        relocated.pop("videos", None)
+        splits["rl" if row["label"] in config.rl_labels else "sft"].append(relocated)
     for name, rows in splits.items():
         tmp = out / f"{name}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -34,7 +34,7 @@ def parse_generation(text: str, question_type: str) -> GeneratedQA:
     the answer must name one (a letter, ``"B. text"`` or the option's text; stored as the
     letter); for ``open_ended`` no options.
     """
-    body = _THINK.sub("", text).strip()
+    body = strip_thinking(text)
     fenced = _FENCE.search(body)
     if fenced:
         body = fenced.group(1).strip()
@@ -75,6 +75,11 @@ def parse_generation(text: str, question_type: str) -> GeneratedQA:
     if options:
         raise RejectedOutput("an open-ended question must have no options")
     return GeneratedQA(question, (), fields["answer"], fields["reasoning"])
+
+
+def strip_thinking(text: str) -> str:
+    """A reply without a reasoning model's ``<think>...</think>`` blocks."""
+    return _THINK.sub("", text).strip()
 
 
 def _answer_letter(answer: str, options: list[str]) -> str | None:

@@ -34,7 +34,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lightning_longrl.curate.backends import Backend, BackendConfig, BackendError, Request, build_backend
-from lightning_longrl.curate.parse import RejectedOutput, parse_generation, record_schema
+from lightning_longrl.curate.parse import RejectedOutput, parse_generation, record_schema, strip_thinking
+from lightning_longrl.data.dataset import portable_video_path
 from lightning_longrl.data.jsonl_store import JSONLStore
 from lightning_longrl.data.records import OPTION_LETTERS
 from lightning_longrl.data.video import FrameSampling, VideoDecodeError, read_video
@@ -160,6 +161,7 @@ def curate(config: CurateConfig, backends: dict[str, Backend] | None = None) -> 
     try:
         run.clips(videos)
         run.captions()
+        run.release("captioner")  # frees its memory (a GPU) for the writer
         run.generations()
         if config.refine:
             run.refinements()
@@ -223,7 +225,7 @@ class _Run:
         store = self.stores["clips"]
         with self._bar(len(videos), 0, "clips") as bar:
             for path in videos:
-                key = str(path)
+                key = str(Path(path).resolve())  # the same video whether given relative or absolute
                 self.videos.append(key)
                 if key not in store:
                     try:
@@ -250,7 +252,7 @@ class _Run:
             video, _, (start, end) = item
             try:
                 clip = read_video(video, sampling, start=start, end=end)
-            except VideoDecodeError as err:
+            except (VideoDecodeError, OSError) as err:
                 log.warning("%s [%.1f-%.1f s]: %s", video, start, end, err)
                 self.failed["captions"] += 1
                 return None
@@ -319,6 +321,7 @@ class _Run:
                                              answer=qa["answer"], reasoning=qa["reasoning"]))
 
         def save(g, reply: str) -> None:
+            reply = strip_thinking(reply)
             if not reply.strip():
                 self.stores["rejects"].append({"stage": "refinement", "video": g["video"], "family": g["family"],
                                                "question_type": g["question_type"], "reason": "empty reply",
@@ -330,6 +333,16 @@ class _Run:
         self._run_requests("refine", "refiner", pending, make, save, len(accepted) - len(pending), len(accepted))
 
     # ------------------------------------------------------------------------------ output
+    def release(self, role: str) -> None:
+        """Close a backend this run built once its stages are done (unless another role uses it)."""
+        backend = self.backends.get(role)
+        if backend is None or backend not in self.own:
+            return
+        if any(b is backend for r, b in self.backends.items() if r != role):
+            return
+        backend.close()
+        self.own.remove(backend)
+
     def close(self) -> None:
         for store in self.stores.values():
             store.close()
@@ -370,7 +383,7 @@ class _Run:
             digest = hashlib.sha1(video.encode()).hexdigest()[:8]
             records.append({
                 "id": f"{Path(video).stem}-{digest}-{g['family']}-{g['question_type']}",
-                "video": _record_path(video, self.out),
+                "video": portable_video_path(video, self.out),
                 "question": qa["question"],
                 **({"options": qa["options"]} if qa["options"] else {}),
                 "answer": qa["answer"],
@@ -385,12 +398,6 @@ class _Run:
                 },
             })
         return records
-
-
-def _record_path(video: str, out: Path) -> str:
-    """The video relative to the records file when it sits below the file's folder's parent, else absolute."""
-    relative = os.path.relpath(Path(video).resolve(), out.resolve())
-    return relative if not relative.startswith(os.pardir + os.sep + os.pardir) else str(Path(video).resolve())
 
 
 def _item_key(row: dict[str, Any]) -> tuple[str, str, str]:

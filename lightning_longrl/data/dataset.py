@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,14 @@ class SkippedSample:
 
     record: VideoQARecord
     reason: str
+
+
+def portable_video_path(video: str | Path, records_dir: str | Path) -> str:
+    """How a records file in ``records_dir`` should name ``video``: relative to that folder when the
+    video is inside it or a sibling tree (at most one ``..``), absolute otherwise."""
+    video, records_dir = Path(video).resolve(), Path(records_dir).resolve()
+    relative = os.path.relpath(video, records_dir)
+    return relative if not relative.startswith(os.pardir + os.sep + os.pardir) else str(video)
 
 
 def resolve_video_path(record: VideoQARecord, video_root: str | Path | None) -> Path:

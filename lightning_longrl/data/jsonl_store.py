@@ -21,7 +21,10 @@ def read_jsonl_rows(path: Path, required: Iterable[str] = ()) -> list[dict[str, 
     if not path.is_file():
         return []
     rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # "\n" only: str.splitlines would also split on U+2028 and the like, which JSON text may hold
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -51,8 +54,8 @@ class JSONLStore:
     def __init__(self, path: str | Path, key: Callable[[dict[str, Any]], Any], required: Iterable[str] = ()) -> None:
         self.path = Path(path)
         self.key = key
+        self._end_last_line()
         self.rows: dict[Any, dict[str, Any]] = {key(r): r for r in read_jsonl_rows(self.path, required)}
-        self._drop_partial_line()
         self._handle = None
 
     def __contains__(self, item_key: Any) -> bool:
@@ -84,8 +87,17 @@ class JSONLStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _drop_partial_line(self) -> None:
-        if self.path.is_file():
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+    def _end_last_line(self) -> None:
+        """A last line without its newline: complete JSON gets the newline, a cut-off write is dropped."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[cut:])
+            self.path.write_bytes(data + b"\n")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("%s: dropping a truncated last line (its item is done again)", self.path)
+            self.path.write_bytes(data[:cut])

@@ -58,8 +58,7 @@ def load_benchmark(path: str | Path, format: BenchmarkFormat = "auto", subtitles
     if limit is not None:
         rows = rows[:limit]
     if format == "auto":
-        first = rows[0][1] if rows else {}
-        format = "videomme" if isinstance(first, dict) and "videoID" in first and "question_id" in first else "jsonl"
+        format = detect_format(rows)
     if format not in FORMATS:
         raise ValueError(f"unknown benchmark format {format!r}; choose from {FORMATS} or 'auto'")
     convert = {"jsonl": lambda raw, line: raw, "longvideo_reason": _longvideo_reason_row,
@@ -78,6 +77,12 @@ def load_benchmark(path: str | Path, format: BenchmarkFormat = "auto", subtitles
     return records
 
 
+def detect_format(rows: list[tuple[int, Any]]) -> str:
+    """``videomme`` when the first row has ``videoID`` and ``question_id``, else ``jsonl``."""
+    first = rows[0][1] if rows else {}
+    return "videomme" if isinstance(first, dict) and "videoID" in first and "question_id" in first else "jsonl"
+
+
 def _read_rows(path: Path) -> list[tuple[int, Any]]:
     """``(row number, decoded object)``: rows of a JSON list (numbered from 1) or JSONL lines."""
     if not path.is_file():
@@ -89,7 +94,7 @@ def _read_rows(path: Path) -> list[tuple[int, Any]]:
         except json.JSONDecodeError as err:
             raise RecordError(path, err.lineno, None, f"invalid JSON ({err.msg} at column {err.colno})") from None
     rows = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             try:
                 rows.append((line_no, json.loads(line)))
@@ -110,13 +115,14 @@ def canonical_category(value: Any) -> str | None:
 
 
 def _longvideo_reason_row(raw: dict[str, Any], line: int) -> dict[str, Any]:
-    row = dict(raw)
-    for name in _CATEGORY_FIELDS:
-        if name in row:
-            category = canonical_category(row.pop(name))
-            if category is not None:
-                row["category"] = category
-                break
+    row = {k: v for k, v in raw.items() if k not in _CATEGORY_FIELDS}
+    found = [canonical_category(raw[name]) for name in _CATEGORY_FIELDS if name in raw]
+    found = [c for c in found if c is not None]
+    # a field naming one of the four categories wins over one that holds something else ("multiple choice")
+    known = [c for c in found if c in CATEGORIES]
+    if known or found:
+        row["category"] = (known or found)[0]
+    row.update({f"source_{name}": raw[name] for name in _CATEGORY_FIELDS if name in raw and name != "category"})
     return row
 
 
@@ -139,6 +145,8 @@ def _videomme_row(raw: dict[str, Any], path: Path, line: int, subtitles_dir: str
         if name in raw:
             row[name] = raw[name]
     if subtitles_dir is not None:
+        if not Path(subtitles_dir).is_dir():
+            raise FileNotFoundError(f"subtitles_dir {subtitles_dir} is not a folder")
         srt = Path(subtitles_dir) / f"{raw['videoID']}.srt"
         if srt.is_file():
             row["subtitles"] = [{"start": s.start, "end": s.end, "text": s.text} for s in read_srt(srt)]

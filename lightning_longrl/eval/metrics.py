@@ -38,18 +38,19 @@ class BenchmarkMetrics(Metric):
             raise KeyError(f"group {name!r} is not one of {self.groups}")
         return self.groups.index(name)
 
-    def update(self, groups: Sequence[str | None], correct: Sequence[bool], well_formed: Sequence[bool]) -> None:
-        """Answered questions: their groups, and whether each was right and well formed."""
-        for group, ok, formed in zip(groups, correct, well_formed, strict=True):
+    def update(self, groups: Sequence[str | None], correct: Sequence[bool], well_formed: Sequence[bool],
+               unreadable: Sequence[bool] | None = None) -> None:
+        """Questions: their groups, whether each was answered right and in the expected format, and
+        (optionally) whether its video could not be read (then it was not answered at all)."""
+        flags = unreadable if unreadable is not None else [False] * len(groups)
+        for group, ok, formed, bad in zip(groups, correct, well_formed, flags, strict=True):
             i = self._index(group)
+            if bad:
+                self.unreadable[i] += 1
+                continue
             self.answered[i] += 1
             self.correct[i] += float(ok)
             self.well_formed[i] += float(formed)
-
-    def update_unreadable(self, groups: Sequence[str | None]) -> None:
-        """Questions whose video could not be read."""
-        for group in groups:
-            self.unreadable[self._index(group)] += 1
 
     def compute(self) -> dict[str, float]:
         """``accuracy``, ``accuracy/<group>``, ``format_rate``, ``questions``, ``unreadable``,

@@ -125,10 +125,13 @@ def evaluate(config: EvalConfig, model: VideoLanguageModel | None = None, engine
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = load_benchmark(config.data, config.format, config.subtitles_dir, config.limit)
+    if config.subtitles and not any(r.subtitles for r in records):
+        log.warning("%s: subtitles are on but no question has any (VideoMME reads them from subtitles_dir)", config.data)
     groups = category_order(records)
     predictions = out / PREDICTIONS
     with JSONLStore(predictions, key=lambda row: str(row["id"]), required=("id", "correct")) as store:
-        pending = [r for r in records if r.id not in store]
+        # unreadable videos are tried again (the files or video_root may have been fixed)
+        pending = [r for r in records if r.id not in store or store.get(r.id).get("unreadable")]
         answered_now = 0
         if pending:
             answered_now = _answer_pending(config, model, engine, pending, store, len(records) - len(pending))
@@ -222,7 +225,7 @@ def prediction_row(record: VideoQARecord, response: str, frames: int | None = No
             "unreadable": False}
 
 
-_DIRECT = re.compile(r"\s*<answer>(.*?)</answer>\s*", re.DOTALL)
+_DIRECT = re.compile(r"\s*<answer>([^<]*)</answer>\s*")
 
 
 def _unreadable_row(record: VideoQARecord, reason: str) -> dict[str, Any]:
@@ -242,10 +245,8 @@ def score_predictions(rows: list[dict[str, Any]], records: list[VideoQARecord], 
     """
     category = {r.id: r.category for r in records}
     metrics = BenchmarkMetrics(groups)
-    answered = [row for row in rows if not row.get("unreadable")]
-    metrics.update([category[str(r["id"])] for r in answered], [bool(r["correct"]) for r in answered],
-                   [bool(r.get("well_formed")) for r in answered])
-    metrics.update_unreadable([category[str(r["id"])] for r in rows if r.get("unreadable")])
+    metrics.update([category[str(r["id"])] for r in rows], [bool(r["correct"]) for r in rows],
+                   [bool(r.get("well_formed")) for r in rows], [bool(r.get("unreadable")) for r in rows])
     return metrics.compute()
 
 

@@ -22,7 +22,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from lightning.fabric.utilities.device_dtype_mixin import _update_properties
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.nn import Module
 from torch.optim import Optimizer
 
@@ -85,15 +87,31 @@ class MRSPStrategy(DDPStrategy):
         return {"num_replicas": self.dp_size, "rank": self.dp_rank}
 
     # ------------------------------------------------------------------ sharded weights (FSDP2)
+    def _sharding(self) -> bool:
+        """Weights are sharded in this run (only ``fit`` shards; validate/test/predict replicate)."""
+        trainer = self.lightning_module.trainer if self.lightning_module is not None else None
+        return self.shard_weights and trainer is not None and trainer.state.fn == TrainerFn.FITTING
+
     def model_to_device(self) -> None:
-        if not self.shard_weights:
+        if not self._sharding():
             return super().model_to_device()
-        # fully_shard moves each rank's shard to the device; the full model never has to fit there
+        # fully_shard moves each rank's shard to the device (the full model never has to fit
+        # there); the module's own device property is updated here
+        _update_properties(self.model, device=self.root_device)
 
     def configure_ddp(self) -> None:
-        if not self.shard_weights:
+        if not self._sharding():
             return super().configure_ddp()
         self.model = shard_model(self.model, self.root_device, self.world_size)
+        self._replicated = [p for p in self.model.parameters() if not is_dtensor(p) and p.requires_grad]
+
+    def post_backward(self, closure_loss: torch.Tensor) -> None:
+        """Average the gradients of the replicated (vision-tower) parameters over the world, as DDP would."""
+        super().post_backward(closure_loss)
+        for param in getattr(self, "_replicated", ()):
+            if param.grad is not None:
+                dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+                param.grad /= self.world_size
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
         """Full tensors when the weights are sharded (a collective: every rank gathers them)."""
@@ -133,15 +151,21 @@ class MRSPStrategy(DDPStrategy):
 
 
 def shard_model(root: Module, device: torch.device, world_size: int) -> Module:
-    """Shard ``root``'s parameters over all ranks with FSDP2, one unit per block.
+    """Shard ``root``'s language-model parameters over all ranks with FSDP2, one unit per block.
 
-    Units, inner first: every decoder layer and vision block of each
+    Units, inner first: every decoder layer of each
     :class:`~lightning_longrl.models.video_lm.VideoLanguageModel` inside ``root`` (policy and
-    reference), then the parts the stages call directly: the vision tower, the token embedding and
-    output head (one unit when they are tied), the decoder. A unit gathers its weights only while
-    its own forward (or backward) runs. ``root`` itself becomes the FSDP root and is initialised at
-    once: the stages never call ``root.forward``, they call the units, and FSDP2 would otherwise
-    make whichever unit runs first the root.
+    reference), then the parts the stages call directly: the token embedding and output head (one
+    unit when they are tied) and the decoder. A unit gathers its weights only while its own
+    forward (or backward) runs, so every rank must run every unit equally often; the decoder is
+    (every scoring pass and every decode step runs on every rank). The vision tower is not
+    sharded: how often it runs depends on the data (parallel encoding splits by video, the
+    embedding cache skips videos it holds), and it is small next to the decoder (0.7 B of a 7 B
+    Qwen2.5-VL). It stays replicated; :class:`MRSPStrategy` averages its gradients.
+
+    ``root`` itself becomes the FSDP root and is initialised at once: the stages never call
+    ``root.forward``, they call the units, and FSDP2 would otherwise make whichever unit runs first
+    the root.
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -149,17 +173,29 @@ def shard_model(root: Module, device: torch.device, world_size: int) -> Module:
     from lightning_longrl.models.video_lm import VideoLanguageModel
 
     mesh = init_device_mesh(device.type, (world_size,))
-    for vlm in [m for m in root.modules() if isinstance(m, VideoLanguageModel)]:
+    models = [m for m in root.modules() if isinstance(m, VideoLanguageModel)]
+    vision = {p for vlm in models for p in vlm.vision_tower.parameters()}
+    for vlm in models:
         for unit in _shard_units(vlm):
             fully_shard(unit, mesh=mesh)
-    fully_shard(root, mesh=mesh)  # whatever no unit holds
-    root._get_fsdp_state()._lazy_init()
+        vlm.vision_tower.to(device)
+    fully_shard(root, mesh=mesh, ignored_params=vision)  # whatever no unit holds, vision tower aside
+    state = root._get_fsdp_state()
+    if not hasattr(state, "_lazy_init"):  # a private FSDP2 method (torch 2.13); see the docstring
+        raise RuntimeError(f"shard_weights needs FSDP2's FSDPState._lazy_init, missing in torch {torch.__version__}")
+    state._lazy_init()
     return root
 
 
 def _shard_units(vlm: Any) -> list[Module | list[Module]]:
     blocks = set(getattr(vlm.hf, "_no_split_modules", None) or ())
-    units: list[Module | list[Module]] = [m for m in vlm.modules() if type(m).__name__ in blocks]
+    units: list[Module | list[Module]] = [m for m in vlm.language_model.modules() if type(m).__name__ in blocks]
     embed, head = vlm.language_model.get_input_embeddings(), vlm.hf.lm_head
     tied = embed.weight is head.weight
-    return units + [vlm.vision_tower, [embed, head] if tied else embed] + ([] if tied else [head]) + [vlm.language_model]
+    return units + [[embed, head] if tied else embed] + ([] if tied else [head]) + [vlm.language_model]
+
+
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)

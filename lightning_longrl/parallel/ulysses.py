@@ -84,8 +84,13 @@ def ulysses_attention(
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         mask = None if _ACTIVE.padding_only_at_end else padding.int()
-        out, _ = ALL_ATTENTION_FUNCTIONS[_ACTIVE.kernel](module, q, k, v, mask, dropout=dropout, scaling=scaling,
-                                                         is_causal=True)
+        config = _ACTIVE.config
+        config._attn_implementation = _ACTIVE.kernel  # transformers picks the flash kernel by this name
+        try:
+            out, _ = ALL_ATTENTION_FUNCTIONS[_ACTIVE.kernel](module, q, k, v, mask, dropout=dropout, scaling=scaling,
+                                                             is_causal=True)
+        finally:
+            config._attn_implementation = NAME
         out = out.transpose(1, 2)  # [B, L, H/sp, D] -> [B, H/sp, L, D]
     elif _ACTIVE.padding_only_at_end:
         # causality alone hides trailing padding from every real token: the memory-efficient
@@ -134,17 +139,24 @@ def sequence_parallel_attention(language_model: nn.Module, group: dist.ProcessGr
         yield
 
 
-@contextmanager
-def _activated(state: _Active) -> Iterator[None]:
-    global _ACTIVE
-    previous, previous_active = state.config._attn_implementation, _ACTIVE
-    state.config._attn_implementation = NAME
-    _ACTIVE = state
-    try:
-        yield
-    finally:
-        state.config._attn_implementation = previous
-        _ACTIVE = previous_active
+class _activated(AbstractContextManager):
+    """Make ``state`` the active sequence-parallel attention; re-enterable (torch enters a
+    checkpoint's recomputation context once per recomputation)."""
+
+    def __init__(self, state: _Active) -> None:
+        self.state = state
+        self._saved: list[tuple[str, _Active | None]] = []
+
+    def __enter__(self) -> None:
+        global _ACTIVE
+        self._saved.append((self.state.config._attn_implementation, _ACTIVE))
+        self.state.config._attn_implementation = NAME
+        _ACTIVE = self.state
+
+    def __exit__(self, *exc) -> None:
+        global _ACTIVE
+        previous, _ACTIVE = self._saved.pop()
+        self.state.config._attn_implementation = previous
 
 
 def checkpoint_contexts() -> tuple[AbstractContextManager, AbstractContextManager]:

@@ -14,6 +14,7 @@ from lightning_longrl.data.records import CATEGORIES
 from lightning_longrl.eval.metrics import BenchmarkMetrics
 from lightning_longrl.models.config import ModelConfig, load_model, load_processor
 from lightning_longrl.models.video_lm import VideoLanguageModel
+from lightning_longrl.parallel.grads import clip_grad_norm
 from lightning_longrl.stages.batch_ops import answer_batch
 from lightning_longrl.stages.hparams import portable_hparams
 
@@ -78,6 +79,15 @@ class VideoQAStage(L.LightningModule):
             {"id": r.id, "category": r.category, "response": text, "prediction": pred, "answer": r.answer, "correct": ok}
             for r, text, pred, ok in zip(batch.records, answered.responses, answered.predictions, answered.correct)
         ]
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Norm clipping that also works when some gradients are FSDP2 shards and some are not
+        (``MRSPStrategy(shard_weights=True)``); anything else is Lightning's own clipping."""
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            clip_grad_norm(params, float(gradient_clip_val))
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         portable_hparams(checkpoint, self)

@@ -41,6 +41,7 @@ from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss, rollout_imp
 from lightning_longrl.rl.rewards import CombinedReward, RewardSpec, default_rewards
 from lightning_longrl.rl.rollout import RolloutRequest, SamplingConfig, build_engine, cat_generations, engine_class
 from lightning_longrl.rl.vllm_engine import VLLMConfig
+from lightning_longrl.parallel.grads import clip_grad_norm
 from lightning_longrl.rl.weights import full_weights
 from lightning_longrl.stages.base import VideoQAStage
 from lightning_longrl.stages.optim import LRSchedule
@@ -398,8 +399,8 @@ class GRPOModule(VideoQAStage):
             wrapped = self.trainer.strategy.model
             if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the norm over all shards
                 norm = float(wrapped.clip_grad_norm_(limit))
-            else:
-                norm = float(torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], limit))
+            else:  # plain, or FSDP2 (DTensor) next to replicated parameters
+                norm = clip_grad_norm([p for p in self.model.parameters() if p.requires_grad], limit)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return norm
