@@ -1,14 +1,13 @@
 """Run by tests/test_eval.py under torchrun with 2 CPU processes (gloo): BenchmarkMetrics updated
 with each rank's share of hand-made rows aggregates, in ``compute()``, to what one process gets
-from all the rows. Rank 0 prints one JSON line: both results.
+from all the rows. Rank 0 prints one JSON line per rank with both results.
 
 usage: torchrun --nproc_per_node 2 eval_metrics_check.py
 """
 
-import json
-
 import torch.distributed as dist
 
+from helpers import print_from_rank0  # noqa: E402  (tests/ is this script's folder)
 from lightning_longrl.eval.metrics import BenchmarkMetrics
 
 GROUPS = ["Temporal", "Spatial", "Other"]
@@ -28,11 +27,7 @@ def main() -> None:
     mine, bad = ROWS[rank::world], UNREADABLE[rank::world]
     shared.update(*zip(*mine))
     shared.update(bad, [False] * len(bad), [False] * len(bad), [True] * len(bad))
-    result = {"single": single.compute(), "distributed": shared.compute(), "local_rows": len(mine)}
-    rows = [None] * world
-    dist.all_gather_object(rows, result)
-    if rank == 0:
-        print(json.dumps(rows), flush=True)
+    print_from_rank0({"single": single.compute(), "distributed": shared.compute(), "local_rows": len(mine)})
     dist.destroy_process_group()
 
 

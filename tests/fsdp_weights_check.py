@@ -6,7 +6,6 @@ per rank: whether the model was sharded and whether every gathered tensor equals
 usage: torchrun --nproc_per_node 2 fsdp_weights_check.py CHECKPOINT
 """
 
-import json
 import sys
 
 import torch

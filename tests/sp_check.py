@@ -11,7 +11,6 @@ Rank 0 prints one JSON line per rank with the largest differences.
 usage: torchrun --nproc_per_node N sp_check.py CHECKPOINT SYNTH_DIR SP FRAMES
 """
 
-import json
 import sys
 
 import torch

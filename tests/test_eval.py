@@ -13,7 +13,7 @@ import pytest
 from helpers import free_port
 from lightning_longrl.data.prompts import format_question
 from lightning_longrl.data.records import RecordError
-from lightning_longrl.eval.formats import category_order, load_benchmark, read_srt
+from lightning_longrl.eval.formats import category_order, load_benchmark
 from lightning_longrl.eval.runner import PREDICTIONS, EvalConfig, evaluate, prediction_row, score_predictions
 
 HERE = Path(__file__).parent
@@ -143,7 +143,7 @@ def test_metrics_aggregate_across_two_processes(tmp_path):
          "--master_port", str(free_port()), str(HERE / "eval_metrics_check.py")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["local_rows"] for r in rows] == [4, 3], "each rank must hold only its share"
     for r in rows:
         assert r["distributed"] == pytest.approx(r["single"])

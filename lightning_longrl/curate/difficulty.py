@@ -17,21 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lightning_longrl.data.collate import VideoQACollator
-from lightning_longrl.data.dataset import VideoQADataset, portable_video_path, resolve_video_path
+from lightning_longrl.data.dataset import portable_video_path, resolve_video_path
 from lightning_longrl.data.jsonl_store import JSONLStore
 from lightning_longrl.data.records import read_records
 from lightning_longrl.data.video import FrameSampling
 from lightning_longrl.eval.plot import bar_chart
-from lightning_longrl.eval.runner import prediction_row, resolve_device
-from lightning_longrl.models.config import ModelConfig, load_model
+from lightning_longrl.eval.runner import load_inference_model, prediction_row, question_loader
 from lightning_longrl.models.video_lm import AttnImplementation, Dtype
-from lightning_longrl.rl.rollout import RolloutRequest, SamplingConfig, build_engine
+from lightning_longrl.rl.rollout import SamplingConfig, build_engine
 from lightning_longrl.rl.vllm_engine import VLLMConfig
-from lightning_longrl.stages.batch_ops import encode_batch
+from lightning_longrl.stages.batch_ops import sample_responses
 
 LABELS = ("easy", "medium", "hard")
 
@@ -128,14 +125,12 @@ def difficulty_filter(config: FilterConfig) -> dict:
 
 
 def _label(config: FilterConfig, pending, store: JSONLStore, done: int, total: int, data: Path) -> None:
-    model = load_model(ModelConfig(path=config.model, dtype=config.dtype, attn_implementation=config.attn_implementation))
-    model = model.to(resolve_device(config.device)).eval()
+    model = load_inference_model(config.model, config.dtype, config.attn_implementation, config.device)
     engine = build_engine(config.engine, model, config.vllm)
-    sampling = FrameSampling(num_frames=config.num_frames, fps=config.fps, max_frames=config.max_frames,
-                             max_pixels=config.max_pixels, size_multiple=model.frame_size_multiple)
-    dataset = VideoQADataset.from_records(pending, sampling, config.video_root or data.parent, data)
-    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.num_workers,
-                        collate_fn=VideoQACollator(model.processor, mode="prompt", think=config.think))
+    frames = FrameSampling(num_frames=config.num_frames, fps=config.fps, max_frames=config.max_frames,
+                           max_pixels=config.max_pixels)
+    loader = question_loader(model, pending, data, config.video_root, frames, config.think, True, config.batch_size,
+                             config.num_workers)
     generation = SamplingConfig(num_samples=config.k, max_new_tokens=config.max_new_tokens,
                                 temperature=config.temperature, top_p=config.top_p)
     generator = torch.Generator().manual_seed(config.seed)
@@ -148,18 +143,10 @@ def _label(config: FilterConfig, pending, store: JSONLStore, done: int, total: i
                     store.append({"id": record_id, "k": config.k, "correct": 0, "label": None, "unreadable": True,
                                   "error": reason})
                 if len(batch):
-                    batch = batch.to(device)
-                    with torch.no_grad():
-                        videos = encode_batch(model, batch).split(model.spatial_merge_size)
-                    request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts,
-                                             config.k)
-                    out = engine.generate(request, generation, generator)
+                    responses = sample_responses(model, engine, batch.to(device), generation, generator)
                     for q, record in enumerate(batch.records):
-                        verdicts = []
-                        for s in range(q * config.k, (q + 1) * config.k):
-                            text = model.tokenizer.decode(out.tokens[s][out.mask[s]].tolist(), skip_special_tokens=True)
-                            verdicts.append(prediction_row(by_id[record.id], text, think=config.think)["correct"])
-                        correct = sum(verdicts)
+                        correct = sum(prediction_row(by_id[record.id], text, think=config.think)["correct"]
+                                      for text in responses[q * config.k : (q + 1) * config.k])
                         store.append({"id": record.id, "k": config.k, "correct": correct,
                                       "accuracy": correct / config.k, "label": label_of(correct, config.k)})
                 bar.update(len(batch) + len(batch.skipped))

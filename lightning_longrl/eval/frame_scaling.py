@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_longrl.eval.plot import line_chart
-from lightning_longrl.eval.runner import EvalConfig, EvalResult, evaluate, resolve_device
-from lightning_longrl.models.config import ModelConfig, load_model
+from lightning_longrl.eval.runner import EvalConfig, EvalResult, evaluate, load_inference_model
 from lightning_longrl.rl.rollout import build_engine
 
 
@@ -27,8 +26,7 @@ def frame_scaling(config: EvalConfig, frames: Sequence[int]) -> dict[int, EvalRe
         raise ValueError(f"frame_scaling needs positive frame counts, got {list(frames)}")
     frames = sorted(set(frames))
     root = Path(config.output_dir)
-    model = load_model(ModelConfig(path=config.model, dtype=config.dtype,
-                                   attn_implementation=config.attn_implementation)).to(resolve_device(config.device)).eval()
+    model = load_inference_model(config.model, config.dtype, config.attn_implementation, config.device)
     engine = build_engine(config.engine, model, config.vllm)
     results: dict[int, EvalResult] = {}
     try:

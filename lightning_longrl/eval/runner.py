@@ -10,13 +10,14 @@ its batch is done, so an interrupted run loses at most one batch: a rerun with t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -32,9 +33,9 @@ from lightning_longrl.eval.formats import BenchmarkFormat, category_order, load_
 from lightning_longrl.eval.metrics import BenchmarkMetrics
 from lightning_longrl.models.config import ModelConfig, load_model
 from lightning_longrl.models.video_lm import AttnImplementation, Dtype, VideoLanguageModel
-from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingConfig, build_engine
+from lightning_longrl.rl.rollout import RolloutEngine, SamplingConfig, build_engine
 from lightning_longrl.rl.vllm_engine import VLLMConfig
-from lightning_longrl.stages.batch_ops import encode_batch, score_answer
+from lightning_longrl.stages.batch_ops import sample_responses, score_answer
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +145,7 @@ def evaluate(config: EvalConfig, model: VideoLanguageModel | None = None, engine
 
 def _answer_pending(config: EvalConfig, model: VideoLanguageModel | None, engine: RolloutEngine | None,
                     pending: list[VideoQARecord], store: JSONLStore, already: int) -> int:
-    if model is None:
-        model = load_model(ModelConfig(path=config.model, dtype=config.dtype,
-                                       attn_implementation=config.attn_implementation)).to(resolve_device(config.device))
-    model.eval()
+    model = (model or load_inference_model(config.model, config.dtype, config.attn_implementation, config.device)).eval()
     own_engine = engine is None
     engine = engine or build_engine(config.engine, model, config.vllm)
     try:
@@ -162,15 +160,30 @@ def resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
+def load_inference_model(path: str, dtype: Dtype, attn_implementation: AttnImplementation, device: str) -> VideoLanguageModel:
+    """A model for answering questions (eval, frame scaling, the difficulty filter), in eval mode."""
+    model = load_model(ModelConfig(path=path, dtype=dtype, attn_implementation=attn_implementation))
+    return model.to(resolve_device(device)).eval()
+
+
+def question_loader(model: VideoLanguageModel, records: list[VideoQARecord], data_file: str | Path,
+                    video_root: str | None, sampling: FrameSampling, think: bool, include_subtitles: bool,
+                    batch_size: int, num_workers: int) -> DataLoader:
+    """Prompt-mode batches of ``records`` (in order), frames decoded in ``num_workers`` workers at
+    the model's frame-size multiple; relative videos resolve against ``video_root`` or the file's folder."""
+    data_file = Path(data_file)
+    sampling = dataclasses.replace(sampling, size_multiple=model.frame_size_multiple)
+    dataset = VideoQADataset.from_records(records, sampling, video_root or data_file.parent, data_file)
+    collate = VideoQACollator(model.processor, mode="prompt", think=think, include_subtitles=include_subtitles)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+
+
 def _answer(config: EvalConfig, model: VideoLanguageModel, engine: RolloutEngine, pending: list[VideoQARecord],
             store: JSONLStore, already: int) -> int:
-    data_file = Path(config.data)
-    sampling = FrameSampling(num_frames=config.num_frames, fps=config.fps, max_frames=config.max_frames,
-                             max_pixels=config.max_pixels, size_multiple=model.frame_size_multiple)
-    dataset = VideoQADataset.from_records(pending, sampling, config.video_root or data_file.parent, data_file)
-    collate = VideoQACollator(model.processor, mode="prompt", think=config.think, include_subtitles=config.subtitles)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
-                        collate_fn=collate)
+    frames = FrameSampling(num_frames=config.num_frames, fps=config.fps, max_frames=config.max_frames,
+                           max_pixels=config.max_pixels)
+    loader = question_loader(model, pending, config.data, config.video_root, frames, config.think, config.subtitles,
+                             config.batch_size, config.num_workers)
     generation = SamplingConfig(num_samples=1, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                 top_p=config.top_p, greedy=config.greedy)
     generator = torch.Generator().manual_seed(config.seed)
@@ -191,15 +204,12 @@ def _answer(config: EvalConfig, model: VideoLanguageModel, engine: RolloutEngine
     return answered
 
 
-@torch.no_grad()
 def answer_questions(model: VideoLanguageModel, engine: RolloutEngine, batch: VideoBatch, sampling: SamplingConfig,
                      generator: torch.Generator | None = None, think: bool = True) -> list[dict[str, Any]]:
     """One response per question of a prompt batch, parsed and scored, as prediction rows."""
-    videos = encode_batch(model, batch).split(model.spatial_merge_size)
-    request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts, 1)
-    generation = engine.generate(request, sampling, generator)
-    return [prediction_row(record, model.tokenizer.decode(tokens[mask].tolist(), skip_special_tokens=True), frames, think)
-            for record, tokens, mask, frames in zip(batch.records, generation.tokens, generation.mask, batch.num_frames)]
+    responses = sample_responses(model, engine, batch, sampling, generator)
+    return [prediction_row(record, response, frames, think)
+            for record, response, frames in zip(batch.records, responses, batch.num_frames, strict=True)]
 
 
 def prediction_row(record: VideoQARecord, response: str, frames: int | None = None, think: bool = True) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from lightning_longrl.models.video_lm import Generation, LMInputs, VideoEmbeddin
 from lightning_longrl.parallel.encode import sp_encode_video
 from lightning_longrl.parallel.sequence import score_sequence
 from lightning_longrl.rl.rewards import answers_match
+from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingConfig
 
 
 def encode_batch(model: VideoLanguageModel, batch: VideoBatch, sp_group: dist.ProcessGroup | None = None) -> VideoEmbeddings:
@@ -61,13 +62,28 @@ def score_answer(record: VideoQARecord, answer: str | None) -> tuple[str | None,
     return prediction, answers_match(answer, record)
 
 
+def decode_responses(model: VideoLanguageModel, generation: Generation) -> list[str]:
+    """The text of each generated row (its generated tokens only, special tokens dropped)."""
+    return [model.tokenizer.decode(tokens[mask].tolist(), skip_special_tokens=True)
+            for tokens, mask in zip(generation.tokens, generation.mask)]
+
+
+@torch.no_grad()
+def sample_responses(model: VideoLanguageModel, engine: RolloutEngine, batch: VideoBatch, sampling: SamplingConfig,
+                     generator: torch.Generator | None = None) -> list[str]:
+    """``sampling.num_samples`` responses per question of a prompt-mode batch from ``engine``, the
+    batch's videos encoded once; prompt-major (question 0's responses first)."""
+    videos = encode_batch(model, batch).split(model.spatial_merge_size)
+    request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts,
+                             sampling.num_samples)
+    return decode_responses(model, engine.generate(request, sampling, generator))
+
+
 @torch.no_grad()
 def answer_batch(model: VideoLanguageModel, batch: VideoBatch, max_new_tokens: int, greedy: bool = True) -> Answered:
     """Generate a response per question of a prompt-mode batch and score it against the record."""
     generation = model.generate(embed_batch(model, batch), max_new_tokens=max_new_tokens, greedy=greedy)
-    texts = []
-    for tokens, mask in zip(generation.tokens, generation.mask):
-        texts.append(model.tokenizer.decode(tokens[mask].tolist(), skip_special_tokens=True))
+    texts = decode_responses(model, generation)
     parsed = [parse_response(t) for t in texts]
     scored = [score_answer(r, p.answer) for r, p in zip(batch.records, parsed)]
     return Answered(texts, generation, [p.well_formed for p in parsed], [s[0] for s in scored], [s[1] for s in scored])

@@ -43,6 +43,7 @@ from lightning_longrl.rl.rollout import RolloutRequest, SamplingConfig, build_en
 from lightning_longrl.rl.vllm_engine import VLLMConfig
 from lightning_longrl.parallel.grads import clip_grad_norm
 from lightning_longrl.rl.weights import full_weights
+from lightning_longrl.stages.batch_ops import decode_responses
 from lightning_longrl.stages.base import VideoQAStage
 from lightning_longrl.stages.optim import LRSchedule
 
@@ -286,8 +287,7 @@ class GRPOModule(VideoQAStage):
             generation = _interleave(parts, self.model.pad_token_id)
         self.engine.release()  # free the engine's memory for the update phase (GPU)
         with timer("reward"):
-            texts = [self.model.tokenizer.decode(t[m].tolist(), skip_special_tokens=True)
-                     for t, m in zip(generation.tokens, generation.mask)]
+            texts = decode_responses(self.model, generation)
             records = [r for r in batch.records for _ in range(g)]
             scores = self.reward(texts, records)
             shape = (len(batch), g)
