@@ -7,8 +7,9 @@ each result, the rollout/trainer log-prob agreement and the time spent per step.
     .venv/bin/python benchmarks/demo_engines.py                       # SFT export of scripts/demo.sh
     .venv/bin/python benchmarks/demo_engines.py --sft runs/demo/sft/version_0/hf_model --seed 1
 
-Needs the demo data and an SFT export (scripts/demo.sh makes both). Results go to
-benchmarks/results/demo_engines.json.
+Needs the demo data, the difficulty filter's RL split and an SFT export (scripts/demo.sh makes
+all three). Results go to benchmarks/results/demo_engines.json (the numbers there predate the
+current demo world; rerun to refresh them).
 """
 
 from __future__ import annotations
@@ -16,11 +17,26 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from demo_seeds import CLI, ROOT, latest, predict, sh  # benchmarks/ is this script's folder
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "lightning_longrl.cli"]
+
+
+def sh(args: list[str], log: Path) -> None:
+    with log.open("w") as out:
+        if subprocess.run(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+            raise SystemExit(f"failed: {' '.join(args)} (log: {log})")
+
+
+def evaluate(model: Path, out: Path) -> dict:
+    """Held-out accuracy of the demo's test split (configs/demo/eval.yaml)."""
+    sh([*CLI, "eval", "--config", "configs/demo/eval.yaml", "--model", str(model), "--output_dir", str(out),
+        "--progress", "false"], out.with_suffix(".log"))
+    return json.loads((out / "results.json").read_text())["metrics"]
 
 SCALARS = ("reward/total_mean", "reward/accuracy_mean", "reward/format_mean", "response/length_mean",
            "rollout/logprob_diff_max", "time/rollout", "time/step")
@@ -36,12 +52,12 @@ def scalars(run: Path) -> dict[str, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sft", type=Path, default=None, help="SFT export (default: the latest runs/demo/sft run's)")
+    parser.add_argument("--sft", type=Path, default=None, help="SFT export (default: runs/demo/sft/version_0/hf_model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "demo_engines")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "demo_engines.json")
     args = parser.parse_args()
-    sft = args.sft or latest(ROOT / "runs" / "demo" / "sft") / "hf_model"
+    sft = args.sft or ROOT / "runs" / "demo" / "sft" / "version_0" / "hf_model"
 
     result = {"command": "python benchmarks/demo_engines.py " + " ".join(sys.argv[1:]), "sft": str(sft),
               "seed": args.seed, "engines": {}}
@@ -52,18 +68,18 @@ def main() -> None:
         sh([*CLI, "fit", "--config", "configs/demo/grpo.yaml", "--seed_everything", str(args.seed),
             "--model.init_args.rollout_seed", str(args.seed), "--model.init_args.model.path", str(sft),
             "--model.init_args.rollout_engine", engine, "--trainer.logger.init_args.save_dir", str(run),
-            "--trainer.default_root_dir", str(run / "grpo")], run / "grpo.log")
+            "--trainer.logger.init_args.version", "0", "--trainer.default_root_dir", str(run / "grpo")], run / "grpo.log")
         seconds = time.perf_counter() - began
-        version = latest(run / "grpo")
+        version = run / "grpo" / "version_0"
         curves = scalars(version)
         steps = len(curves["reward/total_mean"])
-        half = steps // 2  # the demo config trains 2 epochs
+        half = steps // 2
         summary = {
             "fit_seconds": seconds, "steps": steps,
             "rollout_seconds_median": statistics.median(curves["time/rollout"][1:]),
             "step_seconds_median": statistics.median(curves["time/step"][1:]),
             "logprob_diff_max": max(curves["rollout/logprob_diff_max"]),
-            "eval": predict(version / "hf_model", run / "eval"),
+            "eval": evaluate(version / "hf_model", run / "eval"),
         }
         for tag in ("reward/total_mean", "reward/accuracy_mean", "reward/format_mean", "response/length_mean"):
             summary[tag] = {"first_epoch": statistics.mean(curves[tag][:half]), "last_epoch": statistics.mean(curves[tag][half:])}
@@ -73,7 +89,7 @@ def main() -> None:
               f"{summary['reward/format_mean']['last_epoch']:.3f}, held-out {100 * summary['eval']['accuracy']:.1f}%", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| engine | reward (epoch 1 -> 2) | format | accuracy reward | held-out accuracy | max log-prob diff | rollout s/step | step s | fit s |")
+    print("\n| engine | reward (first -> second half) | format | accuracy reward | held-out accuracy | max log-prob diff | rollout s/step | step s | fit s |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for engine, data in result["engines"].items():
         s = data["summary"]

@@ -41,6 +41,9 @@ class LongVideoDataModule(L.LightningDataModule):
         num_frames: frames per video, uniform over the clip (64 when neither this nor ``fps`` is set).
         fps: frames per second of video time (capped at ``max_frames``), instead of ``num_frames``.
         max_frames: cap on frames per video when sampling by ``fps`` (up to 8192).
+        train_num_frames: frame counts that training samples draw from (one per sample, fixed by
+            ``shuffle_seed``), e.g. ``[16, 32, 64]``, so that the model learns to answer from
+            sparse and dense sampling alike; validation, test and predict use ``num_frames``.
         max_pixels: per-frame pixel budget; frames are resized (aspect kept) to fit.
         min_pixels: frames smaller than this are upscaled.
         video_reader: primary video reader, ``decord`` or ``pyav`` (the other one is the fallback).
@@ -67,6 +70,7 @@ class LongVideoDataModule(L.LightningDataModule):
         num_frames: int | None = None,
         fps: float | None = None,
         max_frames: int = 512,
+        train_num_frames: list[int] | None = None,
         max_pixels: int = 448 * 448,
         min_pixels: int = 28 * 28,
         video_reader: Literal["decord", "pyav"] = "decord",
@@ -85,6 +89,8 @@ class LongVideoDataModule(L.LightningDataModule):
             raise ValueError(f"LongVideoDataModule: set num_frames ({num_frames}) or fps ({fps}), not both")
         if fps is None and num_frames is None:
             num_frames = 64
+        if train_num_frames is not None and fps is not None:
+            raise ValueError(f"LongVideoDataModule: train_num_frames ({train_num_frames}) draws frame counts; it cannot be combined with fps ({fps})")
         self.save_hyperparameters(ignore=["processor"])
         self.files = {"fit": train_file, "validate": val_file, "test": test_file, "predict": predict_file}
         self.processor = processor
@@ -130,9 +136,11 @@ class LongVideoDataModule(L.LightningDataModule):
                 raise ValueError(f"LongVideoDataModule: `{name}` is not set, so there is no {stage} data")
             video_processor = self._processor().video_processor
             multiple = video_processor.patch_size * video_processor.merge_size
+            choices = self.hparams.train_num_frames if stage == "fit" else None
             self.datasets[stage] = VideoQADataset(
                 path, self._sampling(multiple), video_root=self.hparams.video_root,
                 require_reasoning=self._collate_mode(stage) == "sft" and self.hparams.think,
+                frame_choices=tuple(choices) if choices else None, seed=self._seed(),
             )
         return self.datasets[stage]
 
@@ -153,7 +161,7 @@ class LongVideoDataModule(L.LightningDataModule):
             # the strategy's data-parallel shape (MRSPStrategy: sequence-parallel ranks share samples)
             shards = trainer.strategy.distributed_sampler_kwargs
             world, rank = shards["num_replicas"], shards["rank"]
-        seed = hp.shuffle_seed if hp.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        seed = self._seed()
         sampler = ResumableSampler(self.dataset(stage), shuffle=shuffle, seed=seed, num_replicas=world, rank=rank)
         self._train_loader = ResumableDataLoader(self.dataset(stage), sampler, self._train_batches_done, **kwargs)
         if self._resume_position is not None:
@@ -162,6 +170,10 @@ class LongVideoDataModule(L.LightningDataModule):
             self._train_loader.load_state_dict(self._resume_position)
             self._resume_position = None
         return self._train_loader
+
+    def _seed(self) -> int:
+        hp = self.hparams
+        return hp.shuffle_seed if hp.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def _train_batches_done(self) -> int:
         if self.trainer is None:

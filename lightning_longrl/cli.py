@@ -34,7 +34,10 @@ Data and models:
                filter --model <hf_model> --data records.jsonl --output_dir data/filtered --k 10
   synth        write synthetic long videos with reasoning questions (train/val/test JSONL)
   tiny-model   write a tiny random Qwen-VL checkpoint (tokenizer and processor included)
-  table        per-category accuracy table from test metrics:  table untrained=a.json sft=b.json
+  table        per-category accuracy table of evaluated models (eval's results.json or test metrics):
+               table --stages base=a/results.json SFT=b/results.json SFT+GRPO=c/results.json
+  frames-figure  accuracy against frames for several models (eval-frames outputs), PNG + table:
+               frames-figure SFT+GRPO=a/frame_scaling.json SFT=b/frame_scaling.json --out runs/figure8
 """
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -125,11 +128,12 @@ def run_synth(args: Sequence[str]) -> None:
 
 
 def run_tiny_model(args: Sequence[str]) -> None:
-    from jsonargparse import ArgumentParser
+    from jsonargparse import ActionConfigFile, ArgumentParser
 
     from lightning_longrl.models.tiny import TinyModelSpec, create_tiny_checkpoint
 
     parser = ArgumentParser(prog="lightning-longrl tiny-model", description="Write a tiny random Qwen-VL checkpoint.")
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_argument("--overwrite", type=bool, default=False, help="rebuild even if the folder holds the same spec")
     parser.add_class_arguments(TinyModelSpec, "spec")
@@ -190,13 +194,38 @@ def run_filter(args: Sequence[str]) -> None:
           f"histogram: {out / 'accuracy_histogram.png'}")
 
 
+def _named_paths(command: str, args: Sequence[str], what: str) -> list[tuple[str, str]]:
+    pairs = [a.split("=", 1) for a in args if not a.startswith("--")]
+    if not pairs or any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        raise SystemExit(f"usage: lightning-longrl {command} NAME={what} [NAME={what} ...]")
+    return [(name, path) for name, path in pairs]
+
+
 def run_table(args: Sequence[str]) -> None:
     from lightning_longrl.report import accuracy_table, load_metrics
 
-    if not args or any("=" not in a for a in args):
-        raise SystemExit("usage: lightning-longrl table NAME=metrics.json [NAME=metrics.json ...]")
-    runs = [(name, load_metrics(path)) for name, path in (a.split("=", 1) for a in args)]
-    print(accuracy_table(runs))
+    runs = [(name, load_metrics(path)) for name, path in _named_paths("table [--stages]", args, "results.json")]
+    stages = None
+    if "--stages" in args:  # the paper's Table 4 marks which stages each model went through
+        stages = {name: ("✓" if "SFT" in name else "✗", "✓" if "GRPO" in name else "✗") for name, _ in runs}
+    print(accuracy_table(runs, stages))
+
+
+def run_frames_figure(args: Sequence[str]) -> None:
+    from lightning_longrl.report import frame_scaling_figure, load_frame_scaling
+
+    rest = list(args)
+    out = "."
+    if "--out" in rest:
+        at = rest.index("--out")
+        if at + 1 >= len(rest):
+            raise SystemExit("lightning-longrl frames-figure: --out needs a folder")
+        out = rest[at + 1]
+        del rest[at : at + 2]
+    runs = [(name, load_frame_scaling(path)) for name, path in _named_paths("frames-figure", rest, "frame_scaling.json")]
+    png, md = frame_scaling_figure(runs, out)
+    print(md.read_text(), end="")
+    print(f"plot: {png}\ntable: {md}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -220,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_eval(rest, study=command == "eval-frames")
     elif command == "table":
         run_table(rest)
+    elif command == "frames-figure":
+        run_frames_figure(rest)
     else:
         print(f"lightning-longrl: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)

@@ -1,49 +1,112 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, from a fresh clone: builds the environment on first use,
-# writes synthetic long videos and a tiny random Qwen2.5-VL, then runs the paper's pipeline at toy
-# scale on CPU: stage 1 (CoT-SFT), stage 2 (GRPO), and a held-out evaluation of the untrained,
-# SFT and SFT+GRPO models with per-category accuracy. About 10 minutes on 2 cores.
+# The main job on the embedded default, from a fresh clone, on CPU: the paper's whole pipeline at
+# toy scale, each stage one `lightning-longrl` command with its YAML in configs/demo/.
+#
+#   synthetic long videos -> base model (perception stage) -> CoT-SFT -> difficulty filter
+#   -> GRPO (from SFT, and from the base model alone) -> held-out table (the paper's Table 4)
+#   -> accuracy against frames for SFT and SFT+GRPO (its Figure 8)
+#
+# Usage: scripts/demo.sh [--seed N] [--control]
+#   --seed N    seed of the data, the model's initialisation and training (default 0); seed 0
+#               writes data/demo and runs/demo, seed N data/demo-seedN and runs/demo-seedN
+#   --control   also continue SFT for as many steps as GRPO took (the table's control row;
+#               benchmarks/learning.py passes it)
+# The run's own folders are rebuilt from scratch, so two runs with one seed print the same table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+seed=0 control=0 smoke=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --seed) seed="$2"; shift 2 ;;
+    --seed=*) seed="${1#*=}"; shift ;;
+    --control) control=1; shift ;;
+    --smoke) smoke=1; shift ;;   # every stage at a few steps on a few videos (tests/test_demo.py)
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$seed" =~ ^[0-9]+$ ]] || { echo "demo.sh: --seed takes a non-negative integer, got '$seed'" >&2; exit 2; }
+suffix=$([[ "$seed" == 0 ]] && echo "" || echo "-seed$seed")
+DATA="data/demo$suffix" RUNS="runs/demo$suffix" TINY="checkpoints/demo-tiny$suffix"
+# --smoke: the same commands at a size that runs in about a minute (checks the wiring, not learning)
+S_DATA=() S_FIT=() S_FILTER=() S_EVAL=() FRAMES="[8,16,32,64]" TOP=64
+if [[ "$smoke" == 1 ]]; then
+  DATA="data/demo-smoke" RUNS="runs/demo-smoke" TINY="checkpoints/demo-tiny-smoke"
+  S_DATA=(--num_videos 30 --duration 16) S_FIT=(--trainer.max_steps 2 --trainer.val_check_interval 1 --trainer.limit_val_batches 1)
+  S_FILTER=(--k 2 --max_new_tokens 8 --rl_labels "[easy,medium,hard]") S_EVAL=(--max_new_tokens 8 --num_frames 16) FRAMES="[8,16]" TOP=16
+fi
+
 scripts/setup_env.sh
 export PATH="$PWD/.venv/bin:$PATH" TOKENIZERS_PARALLELISM=false PYTHONWARNINGS=ignore
-run() { echo; echo "+ $*"; "$@"; }
-latest() { ls -d "$1"/version_* | sort -t_ -k2 -n | tail -n 1; }
-# held-out test of one model folder; metrics go to runs/demo/eval/<name>/test_metrics.json
-evaluate() {
-  local name=$1 model=$2 log; log=$(mktemp)
-  echo; echo "+ lightning-longrl test --config configs/demo/grpo.yaml --model.init_args.model.path $model   ($name)"
-  if lightning-longrl test --config configs/demo/grpo.yaml --trainer.logger false \
-      --trainer.default_root_dir "runs/demo/eval/$name" --model.init_args.model.path "$model" >"$log" 2>&1; then
-    grep -E "test/accuracy |test/format_rate" "$log"; rm -f "$log"
-  else cat "$log"; rm -f "$log"; exit 1; fi
+start=$SECONDS
+stage() { echo; echo "== $1   [$(( (SECONDS - start) / 60 ))m$(( (SECONDS - start) % 60 ))s]"; }
+run() { echo "+ $*"; "$@"; }
+# a training stage: fit NAME CONFIG MODEL [extra options]; the export lands in $RUNS/NAME/version_0/hf_model
+fit() {
+  local name=$1 config=$2 model=$3; shift 3
+  run lightning-longrl fit --config "$config" --seed_everything "$seed" --model.init_args.model.path "$model" \
+    --trainer.default_root_dir "$RUNS/$name" --trainer.logger.init_args.save_dir "$RUNS" \
+    --trainer.logger.init_args.name "$name" --trainer.logger.init_args.version 0 "${S_FIT[@]}" "$@"
 }
+evaluate() { run lightning-longrl eval --config configs/demo/eval.yaml --data "$DATA/test.jsonl" --model "$1" --output_dir "$2" "${S_EVAL[@]}" | tail -n 3; }
+frames() { run lightning-longrl eval-frames --config configs/demo/eval.yaml --data "$DATA/test.jsonl" --frames "$FRAMES" --model "$1" --output_dir "$2" "${S_EVAL[@]}"; }
 
-run lightning-longrl synth --out_dir data/synth
-run lightning-longrl tiny-model --out checkpoints/tiny-qwen2_5_vl
-evaluate untrained checkpoints/tiny-qwen2_5_vl
+rm -rf "$RUNS"   # this run's outputs only; the data folder is reused when its settings match
+stage "Data: synthetic long videos (seed $seed)"
+run lightning-longrl synth --config configs/demo/synth.yaml --out_dir "$DATA" --seed "$seed" "${S_DATA[@]}"
+run lightning-longrl tiny-model --config configs/demo/tiny_model.yaml --out "$TINY" --spec.seed "$seed"
 
-echo; echo "Stage 1: CoT-SFT"
-run lightning-longrl fit --config configs/demo/sft.yaml
-sft=$(latest runs/demo/sft)
-evaluate sft "$sft/hf_model"
+stage "Base model: perception stage (dense descriptions, no questions)"
+fit perception configs/demo/perception.yaml "$TINY" --data.init_args.train_file "$DATA/captions.jsonl"
+base="$RUNS/perception/version_0/hf_model"
 
-echo; echo "Stage 2: GRPO, starting from the SFT model"
-run lightning-longrl fit --config configs/demo/grpo.yaml --model.init_args.model.path "$sft/hf_model"
-grpo=$(latest runs/demo/grpo)
-evaluate grpo "$grpo/hf_model"
+stage "Stage 1: CoT-SFT"
+fit sft configs/demo/sft.yaml "$base" --data.init_args.train_file "$DATA/train.jsonl" --data.init_args.val_file "$DATA/val.jsonl"
+sft="$RUNS/sft/version_0/hf_model"
 
-echo; echo "Held-out accuracy (%) by reasoning category, 48 synthetic questions (chance: 25%):"
+stage "Difficulty filter: k=8 answers per RL question from the SFT model"
+run lightning-longrl filter --config configs/demo/filter.yaml --data "$DATA/rl.jsonl" --model "$sft" --output_dir "$RUNS/filter" \
+  --seed "$seed" "${S_FILTER[@]}" | grep -E '"(labels|easy|medium|hard|sft|rl)"' || true
+
+stage "Stage 2: GRPO from the SFT model, on the medium questions"
+grpo_data=(--data.init_args.train_file "$RUNS/filter/rl.jsonl" --data.init_args.val_file "$DATA/val.jsonl")
+fit grpo configs/demo/grpo.yaml "$sft" "${grpo_data[@]}"
+steps=$(python -c "import yaml; print(yaml.safe_load(open('configs/demo/grpo.yaml'))['trainer']['max_steps'])")
+[[ "$smoke" == 1 ]] && steps=2
+
+stage "GRPO without SFT: the same RL from the base model"
+fit grpo_only configs/demo/grpo.yaml "$base" "${grpo_data[@]}"
+
+if [[ "$control" == 1 ]]; then
+  stage "Control: $steps more SFT steps from the SFT model"
+  fit sft_control configs/demo/sft.yaml "$sft" --trainer.max_steps "$steps" \
+    --data.init_args.train_file "$DATA/train.jsonl" --data.init_args.val_file "$DATA/val.jsonl"
+fi
+
+stage "Held-out evaluation: $(wc -l < "$DATA/test.jsonl") questions about unseen videos, $TOP frames"
+evaluate "$base" "$RUNS/eval/base"
+evaluate "$RUNS/grpo_only/version_0/hf_model" "$RUNS/eval/grpo_only"
+[[ "$control" == 1 ]] && evaluate "$RUNS/sft_control/version_0/hf_model" "$RUNS/eval/sft_control"
+frames "$sft" "$RUNS/eval/sft_frames"
+frames "$RUNS/grpo/version_0/hf_model" "$RUNS/eval/grpo_frames"
+
+stage "Results"
+rows=("Base model=$RUNS/eval/base/results.json" "SFT=$RUNS/eval/sft_frames/frames_$TOP/results.json"
+      "GRPO only=$RUNS/eval/grpo_only/results.json" "SFT+GRPO=$RUNS/eval/grpo_frames/frames_$TOP/results.json")
+[[ "$control" == 1 ]] && rows+=("SFT + $steps SFT steps (control)=$RUNS/eval/sft_control/results.json")
+echo "Held-out accuracy (%) by reasoning category, $TOP frames (chance 25%; Table 4 of the paper):"
+lightning-longrl table --stages "${rows[@]}" | tee "$RUNS/table.md"
 echo
-lightning-longrl table untrained=runs/demo/eval/untrained/test_metrics.json \
-  "SFT=runs/demo/eval/sft/test_metrics.json" "SFT+GRPO=runs/demo/eval/grpo/test_metrics.json" \
-  | tee runs/demo/eval/table.md
+echo "Accuracy (%) against input frames (Figure 8 of the paper):"
+lightning-longrl frames-figure "SFT+GRPO=$RUNS/eval/grpo_frames/frame_scaling.json" \
+  "SFT=$RUNS/eval/sft_frames/frame_scaling.json" --out "$RUNS/figure8"
 
 cat <<MSG
 
-Done. The table is also in runs/demo/eval/table.md.
-  TensorBoard : .venv/bin/tensorboard --logdir runs/demo      (SFT: $sft, GRPO: $grpo)
-  Checkpoints : $sft/checkpoints/last.ckpt, $grpo/checkpoints/last.ckpt
-  HF exports  : $sft/hf_model, $grpo/hf_model
+Done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s (seed $seed).
+  Table       : $RUNS/table.md
+  Figure 8    : $RUNS/figure8/frame_scaling.png  (table: $RUNS/figure8/frame_scaling.md)
+  TensorBoard : .venv/bin/tensorboard --logdir $RUNS   (GRPO: val/accuracy every 20 steps, rewards, response length)
+  Models      : $base (base), $sft (SFT), $RUNS/grpo/version_0/hf_model (SFT+GRPO)
 MSG

@@ -32,10 +32,11 @@ def tiny_checkpoint(request, tiny_checkpoints) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
-    """A small synthetic dataset: 20 videos of 24 s at 4 fps, 64x64 pixels."""
+    """A small synthetic dataset: 20 videos of 24 s at 4 fps, 64x64 pixels (14 train, 2 val, 4 test)."""
     out = tmp_path_factory.mktemp("synth")
     generate_dataset(
-        SynthConfig(out_dir=str(out), num_videos=20, duration=24.0, fps=4.0, height=64, width=64, workers=0),
+        SynthConfig(out_dir=str(out), num_videos=20, duration=24.0, fps=4.0, height=64, width=64, rl_fraction=0.0,
+                    val_fraction=0.1, test_fraction=0.2, workers=0),
         progress=False,
     )
     return out

@@ -38,15 +38,16 @@ def test_synth_tiny_model_and_fit_from_the_command_line(tmp_path):
     """The demo path as a user runs it: synth, tiny-model, fit with the demo YAML (shortened)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     run = lambda *args: subprocess.run([str(EXE), *args], cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
-    synth = run("synth", "--out_dir", "data/synth", "--num_videos", "10", "--duration", "16", "--fps", "4",
-                "--height", "64", "--width", "64", "--workers", "0")
+    synth = run("synth", "--out_dir", "data/demo", "--num_videos", "20", "--duration", "16", "--fps", "4",
+                "--workers", "0")
     assert synth.returncode == 0, synth.stderr
-    assert "train 7, val 1, test 2" in synth.stdout
+    assert "synthetic dataset in data/demo: train 7, rl 8, val 1, test 4, captions 30, captions_test 8" in synth.stdout
     tiny = run("tiny-model", "--out", "checkpoints/tiny", "--spec.arch", "qwen2_vl")
     assert tiny.returncode == 0, tiny.stderr
     assert json.loads((tmp_path / "checkpoints/tiny/tiny_spec.json").read_text())["arch"] == "qwen2_vl"
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     fit = run("fit", "--config", "configs/demo/sft.yaml", "--trainer.max_epochs", "1", "--trainer.max_steps", "2",
+              "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1",
               "--model.init_args.model.path", "checkpoints/tiny", "--data.init_args.num_frames", "8",
               "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false")
     assert fit.returncode == 0, fit.stderr[-3000:]
@@ -59,6 +60,7 @@ def test_synth_tiny_model_and_fit_from_the_command_line(tmp_path):
     # evaluating the trained checkpoint, as scripts/demo.sh does (the CLI reads its hyper-parameters)
     test = run("test", "--config", "configs/demo/sft.yaml", "--trainer.logger", "false",
                "--ckpt_path", "runs/demo/sft/version_0/checkpoints/last.ckpt", "--model.init_args.max_new_tokens", "4",
+               "--data.init_args.test_file", "data/demo/test.jsonl",
                "--data.init_args.num_frames", "8", "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false")
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/accuracy" in test.stdout and "test/format_rate" in test.stdout

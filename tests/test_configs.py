@@ -1,6 +1,8 @@
-"""Every training YAML under configs/ parses and type-checks against the classes it names
-(configs/eval/ and configs/curate/ hold `lightning-longrl eval` and `curate` settings, checked in
-tests/test_eval.py and tests/test_curate.py)."""
+"""Every training YAML under configs/ parses and type-checks against the classes it names.
+
+configs/eval/ and configs/curate/ hold `lightning-longrl eval` and `curate` settings (checked in
+tests/test_eval.py and tests/test_curate.py); configs/demo/ also holds the demo's synth,
+tiny-model, filter and eval settings (run by tests/test_demo.py)."""
 
 from pathlib import Path
 
@@ -9,7 +11,10 @@ import pytest
 from lightning.pytorch.cli import LightningCLI
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
-CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if p.parent.name not in ("eval", "curate"))
+COMMAND_CONFIGS = {"synth.yaml", "tiny_model.yaml", "filter.yaml", "eval.yaml"}
+"""configs/demo/ also holds the settings of the demo's other commands (run by tests/test_demo.py)."""
+CONFIGS = sorted(p for p in ROOT.rglob("*.yaml")
+                 if p.parent.name not in ("eval", "curate") and not (p.parent.name == "demo" and p.name in COMMAND_CONFIGS))
 
 
 class ParseOnlyCLI(LightningCLI):
@@ -21,7 +26,9 @@ class ParseOnlyCLI(LightningCLI):
 
 def test_configs_exist():
     names = {str(p.relative_to(p.parents[1])) for p in CONFIGS}
-    assert {"demo/sft.yaml", "demo/grpo.yaml", "qwen2_5_vl_7b/sft.yaml", "qwen2_5_vl_7b/grpo.yaml"} <= names
+    assert {"demo/perception.yaml", "demo/sft.yaml", "demo/grpo.yaml", "qwen2_5_vl_7b/sft.yaml",
+            "qwen2_5_vl_7b/grpo.yaml"} <= names
+    assert {p.name for p in (ROOT / "demo").glob("*.yaml")} >= COMMAND_CONFIGS
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))

@@ -76,3 +76,24 @@ def test_missing_split_and_processor_are_explained(synth_dir):
         data.dataset("fit")
     with pytest.raises(ValueError, match="`test_file` is not set"):
         data.dataset("test")
+
+
+def test_training_clips_draw_their_frame_count_from_train_num_frames(synth_dir):
+    """Each training sample gets one of the listed frame counts (the same on every epoch and
+    rerun); evaluation splits keep num_frames."""
+    from collections import Counter
+
+    from lightning_longrl.data.dataset import VideoQADataset
+    from lightning_longrl.data.video import FrameSampling
+
+    train = VideoQADataset(synth_dir / "train.jsonl", FrameSampling(num_frames=8, max_pixels=28 * 28),
+                           frame_choices=(4, 8), seed=3)
+    counts = [len(train[i].frames) for i in range(len(train))]
+    assert set(counts) == {4, 8} and Counter(counts)[4] >= 2
+    again = VideoQADataset(synth_dir / "train.jsonl", FrameSampling(num_frames=8, max_pixels=28 * 28),
+                           frame_choices=(4, 8), seed=3)
+    assert [len(again[i].frames) for i in range(len(again))] == counts
+    plain = VideoQADataset(synth_dir / "val.jsonl", FrameSampling(num_frames=8, max_pixels=28 * 28))
+    assert {len(plain[i].frames) for i in range(len(plain))} == {8}
+    with pytest.raises(ValueError, match="cannot be combined with fps"):
+        LongVideoDataModule(train_file=str(synth_dir / "train.jsonl"), fps=1.0, num_frames=None, train_num_frames=[4, 8])

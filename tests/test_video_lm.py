@@ -47,7 +47,7 @@ def test_cached_embedding_logprobs_equal_plain_forward(arch, loaded_models, synt
     model.hf.model.rope_deltas = None
     logits = model.hf(**hf_kwargs(model, batch), position_ids=inputs.position_ids).logits
     ref = reference_logprobs(logits, batch.input_ids, mask)
-    assert mask.sum() > 100
+    assert mask.sum() > 50  # response tokens of the batch
     assert (ours - ref).abs().max().item() <= TOL
     assert (ours[~mask] == 0).all()
 

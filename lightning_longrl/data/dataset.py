@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,10 @@ class VideoQADataset(Dataset):
             JSONL file's folder).
         sampling: which frames to decode and at what size.
         require_reasoning: fail at construction when a record lacks ``reasoning`` (SFT needs it).
+        frame_choices: frame counts to draw from, one per record (fixed by ``seed`` and the
+            record's index), instead of ``sampling.num_frames`` for all: training on several
+            frame counts keeps a model good at all of them.
+        seed: seed of the frame-count draw.
     """
 
     def __init__(
@@ -67,7 +71,16 @@ class VideoQADataset(Dataset):
         sampling: FrameSampling,
         video_root: str | Path | None = None,
         require_reasoning: bool = False,
+        frame_choices: tuple[int, ...] | None = None,
+        seed: int = 0,
     ) -> None:
+        self.frame_choices = tuple(frame_choices) if frame_choices else None
+        self.seed = seed
+        if self.frame_choices is not None:
+            if sampling.num_frames is None:
+                raise ValueError("frame_choices replace num_frames; they cannot be combined with fps sampling")
+            for n in self.frame_choices:
+                replace(sampling, num_frames=n)  # each count validated like num_frames
         self.records_file = Path(records_file)
         self.records = read_records(self.records_file)
         if not self.records:
@@ -89,7 +102,15 @@ class VideoQADataset(Dataset):
         dataset = cls.__new__(cls)
         dataset.records_file, dataset.records = Path(source), list(records)
         dataset.video_root, dataset.sampling = Path(video_root), sampling
+        dataset.frame_choices, dataset.seed = None, 0
         return dataset
+
+    def sampling_of(self, index: int) -> FrameSampling:
+        """The frame sampling of record ``index`` (its drawn frame count with ``frame_choices``)."""
+        if self.frame_choices is None:
+            return self.sampling
+        pick = np.random.default_rng([self.seed, index]).integers(len(self.frame_choices))
+        return replace(self.sampling, num_frames=self.frame_choices[int(pick)])
 
     def __len__(self) -> int:
         return len(self.records)
@@ -101,7 +122,7 @@ class VideoQADataset(Dataset):
             return SkippedSample(record, f"video file not found: {path}")
         began = time.perf_counter()
         try:
-            clip = read_video(path, self.sampling, start=record.start, end=record.end)
+            clip = read_video(path, self.sampling_of(index), start=record.start, end=record.end)
         except VideoDecodeError as err:
             return SkippedSample(record, str(err))
         return VideoSample(record, clip.frames, clip.timestamps, time.perf_counter() - began)

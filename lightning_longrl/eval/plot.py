@@ -14,10 +14,12 @@ _COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#
 
 def line_chart(path: str | Path, x: Sequence[float], series: Mapping[str, Sequence[float | None]], title: str,
                x_label: str = "frames", y_label: str = "accuracy (%)", log_x: bool = True,
-               size: tuple[int, int] = (900, 560)) -> Path:
+               size: tuple[int, int] = (900, 560), colours: Mapping[str, str] | None = None,
+               uniform_width: bool = False) -> Path:
     """Write one line per series (``None`` points are skipped) over ``x`` (log2 scale by default).
 
-    The first series is drawn thickest (the overall accuracy, by convention of the callers).
+    The first series is drawn thickest (the overall accuracy, by convention of the callers) unless
+    ``uniform_width``; ``colours`` maps series names to colours (others take the default cycle).
     """
     if not x or not series:
         raise ValueError("line_chart needs x values and at least one series")
@@ -55,14 +57,15 @@ def line_chart(path: str | Path, x: Sequence[float], series: Mapping[str, Sequen
     draw.text((left, 15), title, fill="black", font=font)
     # series and legend
     for k, (name, ys) in enumerate(series.items()):
-        colour = _COLOURS[k % len(_COLOURS)]
+        colour = (colours or {}).get(name, _COLOURS[k % len(_COLOURS)])
+        thick = 3 if uniform_width else (4 if k == 0 else 2)
         points = [px(xv, yv) for xv, yv in zip(xs, ys) if yv is not None]
         if len(points) > 1:
-            draw.line(points, fill=colour, width=4 if k == 0 else 2)
+            draw.line(points, fill=colour, width=thick)
         for xp, yp in points:
             draw.ellipse([xp - 4, yp - 4, xp + 4, yp + 4], fill=colour)
         ly = top + 10 + 22 * k
-        draw.line([width - right + 15, ly + 6, width - right + 45, ly + 6], fill=colour, width=4 if k == 0 else 2)
+        draw.line([width - right + 15, ly + 6, width - right + 45, ly + 6], fill=colour, width=thick)
         draw.text((width - right + 52, ly), name, fill="black", font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,13 @@ class TinyModelSpec:
     vision_heads: int = 2
     vocab_size: int = 1024
     """Target BPE vocabulary (special and reasoning tokens come on top)."""
+    rope_theta: float | None = None
+    """Rotary base of the language model (default: the architecture's, 1e6 or 5e6, made for long contexts)."""
+    mrope_section: list[int] | None = None
+    """Rotary frequency pairs given to (time, height, width); they must sum to head_dim / 2
+    (default: Qwen's proportions, 1/4 time, 3/8 each for height and width)."""
+    tokens_per_second: int = 2
+    """Qwen2.5-VL only: temporal rotary positions per second of video (Qwen2.5-VL's own value is 2)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +90,10 @@ class TinyModelSpec:
             )
         if self.num_heads % self.num_kv_heads:
             raise ValueError("num_heads must be a multiple of num_kv_heads")
+        if self.mrope_section is not None and (len(self.mrope_section) != 3 or sum(self.mrope_section) != head_dim // 2
+                                               or min(self.mrope_section) < 1):
+            raise ValueError(f"mrope_section must be 3 positive numbers summing to head_dim / 2 = {head_dim // 2}, "
+                             f"got {self.mrope_section}")
 
     @property
     def head_dim(self) -> int:
@@ -134,27 +145,27 @@ def _config(spec: TinyModelSpec, tokenizer):
         bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
     )
     quarter = spec.head_dim // 2  # rotary pairs per head, split over (t, h, w)
-    section = [quarter - 2 * (quarter * 3 // 8), quarter * 3 // 8, quarter * 3 // 8]
+    section = list(spec.mrope_section or [quarter - 2 * (quarter * 3 // 8), quarter * 3 // 8, quarter * 3 // 8])
     tokens = dict(
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
     if spec.arch == "qwen2_vl":
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": section}
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": spec.rope_theta or 1_000_000.0, "mrope_section": section}
         vision = dict(depth=spec.vision_depth, embed_dim=spec.vision_width, hidden_size=spec.hidden_size,
                       num_heads=spec.vision_heads, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
                       temporal_patch_size=2)
         return Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)
     if spec.arch == "qwen2_5_vl":
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": section}
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": spec.rope_theta or 1_000_000.0, "mrope_section": section}
         vision = dict(depth=spec.vision_depth, hidden_size=spec.vision_width, out_hidden_size=spec.hidden_size,
                       intermediate_size=2 * spec.vision_width, num_heads=spec.vision_heads, patch_size=14,
-                      spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2, window_size=56,
+                      spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=spec.tokens_per_second, window_size=56,
                       fullatt_block_indexes=[spec.vision_depth - 1])
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
     text.update(head_dim=spec.head_dim, rope_parameters={
-        "rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": section, "mrope_interleaved": True})
+        "rope_type": "default", "rope_theta": spec.rope_theta or 5_000_000.0, "mrope_section": section, "mrope_interleaved": True})
     vision = dict(depth=spec.vision_depth, hidden_size=spec.vision_width, out_hidden_size=spec.hidden_size,
                   intermediate_size=2 * spec.vision_width, num_heads=spec.vision_heads, patch_size=16,
                   spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=256,

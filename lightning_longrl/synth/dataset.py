@@ -1,4 +1,14 @@
-"""Write a synthetic long-video reasoning dataset: videos plus train/val/test JSONL."""
+"""Write a synthetic long-video reasoning dataset: videos plus the JSONL splits of the pipeline.
+
+Splits, all on disjoint videos:
+
+* ``captions.jsonl``: dense descriptions (open-ended, no reasoning) of the ``sft`` and ``rl``
+  videos, the data of the perception stage that stands in for a pretrained base model;
+* ``train.jsonl``: questions with reasoning for CoT-SFT;
+* ``rl.jsonl``: further questions for the RL stage (the difficulty filter picks from them);
+* ``val.jsonl`` and ``test.jsonl``: held-out questions about unseen videos;
+* ``captions_test.jsonl``: descriptions of the test videos (how well the perception stage sees).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +27,13 @@ from tqdm.auto import tqdm
 
 from lightning_longrl.data.records import write_records
 from lightning_longrl.synth.render import FrameRenderer, encode_video
-from lightning_longrl.synth.scenes import TASKS, SceneQuestion
+from lightning_longrl.synth.scenes import TASKS, SceneQuestion, captions, make_question
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "rl", "val", "test")
+CAPTIONS = "captions"
+TEST_CAPTIONS = "captions_test"
 
 
 @dataclass
@@ -29,62 +41,98 @@ class SynthConfig:
     """What ``lightning-longrl synth`` generates."""
 
     out_dir: str = "data/synth"
-    """Output folder: ``videos/``, ``train.jsonl``, ``val.jsonl``, ``test.jsonl``, ``manifest.json``."""
-    num_videos: int = 240
-    """Number of videos (one question each)."""
+    """Output folder: ``videos/``, ``captions.jsonl``, ``train.jsonl``, ``rl.jsonl``, ``val.jsonl``,
+    ``test.jsonl``, ``manifest.json``."""
+    num_videos: int = 2000
+    """Number of videos (one question each, plus its descriptions for the perception stage)."""
     duration: float = 64.0
     """Length of every video in seconds."""
-    fps: float = 8.0
-    """Frame rate of the written videos."""
-    height: int = 112
-    width: int = 112
-    brief_event: float = 1.2
-    """Length in seconds of brief events (flashes, visits); shorter makes sparse sampling miss more."""
+    fps: float = 2.0
+    """Frame rate of the written videos (64 uniformly sampled frames of a 64 s video are then 64
+    distinct frames, and the flash, 2 s long, spans two of them)."""
+    height: int = 28
+    width: int = 28
+    """Frame size; at 28x28 a frame pair is one merged visual token of a Qwen-VL model, its four
+    patches the frame's quarters (read with ``max_pixels`` 784)."""
+    num_scenes: int = 8
+    """Scenes per video (equally long)."""
+    flash_length: float | None = None
+    """Seconds the flash lasts (default ``duration / 32``: 64 uniform frames always land on it, 32 nearly always)."""
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
-    """Task generators to use, assigned round-robin (see ``lightning_longrl.synth.scenes.TASKS``)."""
-    val_fraction: float = 0.1
+    """Question families, assigned round-robin (see ``lightning_longrl.synth.scenes.TASKS``)."""
+    cot_error_rate: float = 0.0
+    """Share of the ``train.jsonl`` traces (of the tasks in ``cot_error_tasks``) written by an
+    imperfect teacher: the reasoning makes a plausible slip (a runner-up taken for the most
+    frequent, a count off by one, the second-last scene read as the last, a neighbouring scene
+    or colour) and its answer follows the slip, as in LLM-written CoT data that nobody verified.
+    Such rows carry ``teacher_error: true`` and the correct letter in ``verified_answer``. The RL,
+    validation and test splits always hold the correct answers."""
+    cot_error_tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    """Tasks whose training traces the imperfect teacher writes."""
+    rl_fraction: float = 0.4
+    """Share of the videos whose questions go to ``rl.jsonl`` (the RL stage's pool)."""
+    val_fraction: float = 0.05
     test_fraction: float = 0.2
     seed: int = 0
-    codec: str = "libx264"
+    codec: str = "mpeg4"
+    """Video codec (PyAV name). MPEG-4 part 2 by default: libx264 was seen to write different
+    (equally decodable) bytes for identical frames in about one video in 240 between two runs."""
     workers: int = 2
     """Processes rendering videos in parallel (0 renders in this process)."""
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.tasks if t not in TASKS]
+        unknown = [t for t in [*self.tasks, *self.cot_error_tasks] if t not in TASKS]
         if unknown:
-            raise ValueError(f"unknown synthetic task(s) {unknown}; choose from {sorted(TASKS)}")
+            raise ValueError(f"unknown synthetic task(s) {unknown}; choose from {list(TASKS)}")
+        if not 0 <= self.cot_error_rate <= 1:
+            raise ValueError(f"cot_error_rate must be in [0, 1], got {self.cot_error_rate}")
         if self.num_videos < 1:
             raise ValueError("num_videos must be >= 1")
-        if not 0 <= self.val_fraction + self.test_fraction < 1:
-            raise ValueError("val_fraction + test_fraction must be in [0, 1)")
+        fractions = (self.rl_fraction, self.val_fraction, self.test_fraction)
+        if min(fractions) < 0 or not sum(fractions) < 1:
+            raise ValueError("rl_fraction + val_fraction + test_fraction must be in [0, 1), each >= 0")
         if self.duration * self.fps < 2:
             raise ValueError("a video needs at least two frames (duration * fps >= 2)")
+        if self.num_scenes < 3:
+            raise ValueError("num_scenes must be >= 3 (the flash falls in a scene other than the first and the last)")
+        flash = self.duration / 32 if self.flash_length is None else self.flash_length
+        if not 0 < flash < self.duration / self.num_scenes:
+            raise ValueError(f"flash_length must be in (0, duration / num_scenes), got {flash}")
 
 
 def scene_question(config: SynthConfig, index: int) -> SceneQuestion:
-    """The scene and question of video ``index``; depends only on (seed, index, timing settings)."""
+    """The timeline and question of video ``index``; depends only on (seed, index, timing settings)."""
     rng = np.random.default_rng([config.seed, index])
     task = config.tasks[index % len(config.tasks)]
-    return TASKS[task](rng, config.duration, config.brief_event)
+    return make_question(rng, task, config.duration, config.num_scenes, config.flash_length)
+
+
+def teacher_slips(config: SynthConfig, index: int) -> bool:
+    """Whether the imperfect teacher writes video ``index``'s training trace with a slip."""
+    if config.cot_error_rate <= 0 or config.tasks[index % len(config.tasks)] not in config.cot_error_tasks:
+        return False
+    return bool(np.random.default_rng([config.seed, index, 1]).random() < config.cot_error_rate)
 
 
 def split_of(config: SynthConfig) -> list[str]:
     """Split name of every video index, fixed by the seed."""
     order = np.random.default_rng([config.seed, 10**9]).permutation(config.num_videos)
-    n_test = int(round(config.test_fraction * config.num_videos))
-    n_val = int(round(config.val_fraction * config.num_videos))
+    sizes = [("test", config.test_fraction), ("val", config.val_fraction), ("rl", config.rl_fraction)]
     splits = ["train"] * config.num_videos
-    for rank, index in enumerate(order):
-        if rank < n_test:
-            splits[index] = "test"
-        elif rank < n_test + n_val:
-            splits[index] = "val"
+    start = 0
+    for name, fraction in sizes:
+        count = int(round(fraction * config.num_videos))
+        for index in order[start : start + count]:
+            splits[index] = name
+        start += count
     return splits
 
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 4
 """Bumped when the same settings would render different data (2: option order randomised in every
-task, so the answer letter carries no information); older folders are regenerated."""
+task; 3: the scenes / ball / flash world with canonical options and perception captions; 4: MPEG-4
+codec by default, whole-half ball, 2 s flash); older
+folders are regenerated."""
 
 
 def _video_name(config: SynthConfig, index: int) -> str:
@@ -111,6 +159,12 @@ def _render_one(args: tuple[SynthConfig, int]) -> dict[str, Any]:
     }
 
 
+def _caption_rows(config: SynthConfig, index: int, record: dict[str, Any]) -> list[dict[str, Any]]:
+    timeline = scene_question(config, index).timeline
+    return [{"id": f"{record['id']}-{c.task}", "video": record["video"], "question": c.question, "answer": c.answer,
+             "category": "Perception", "task": c.task, "duration": config.duration} for c in captions(timeline)]
+
+
 def generate_dataset(config: SynthConfig, progress: bool = True) -> dict[str, Any]:
     """Render every video and write the JSONL splits and a manifest; returns the manifest.
 
@@ -128,7 +182,7 @@ def generate_dataset(config: SynthConfig, progress: bool = True) -> dict[str, An
         if manifest.get("config") == settings:
             log.info("synthetic dataset in %s is up to date", out)
             return manifest
-        for split in SPLITS:  # different settings: records are rewritten, stale videos removed
+        for split in (*SPLITS, CAPTIONS, TEST_CAPTIONS):  # different settings: records are rewritten, stale videos removed
             (out / f"{split}.jsonl").unlink(missing_ok=True)
         manifest_path.unlink()
         for stale in (out / "videos").glob("*.mp4"):
@@ -144,15 +198,25 @@ def generate_dataset(config: SynthConfig, progress: bool = True) -> dict[str, An
     bar.close()
 
     splits = split_of(config)
-    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in (*SPLITS, CAPTIONS, TEST_CAPTIONS)}
     for index, record in enumerate(records):
+        if splits[index] == "train" and teacher_slips(config, index):
+            item = scene_question(config, index)
+            record = {**record, "answer": item.slip_answer, "reasoning": item.slip_reasoning,
+                      "teacher_error": True, "verified_answer": item.answer}
         by_split[splits[index]].append(record)
+        if splits[index] in ("train", "rl"):
+            by_split[CAPTIONS].extend(_caption_rows(config, index, record))
+        elif splits[index] == "test":
+            by_split[TEST_CAPTIONS].extend(_caption_rows(config, index, record))
     for split, rows in by_split.items():
         write_records(out / f"{split}.jsonl", rows)
     manifest = {
         "config": settings,
         "counts": {s: len(r) for s, r in by_split.items()},
         "categories": {s: dict(Counter(r["category"] for r in rows)) for s, rows in by_split.items()},
+        "tasks": {s: dict(Counter(r["task"] for r in rows)) for s, rows in by_split.items()},
+        "teacher_errors": sum(bool(r.get("teacher_error")) for r in by_split["train"]),
     }
     tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
@@ -166,14 +230,17 @@ def _map(jobs: list[tuple[SynthConfig, int]], workers: int) -> Iterator[dict[str
         return
     ctx = mp.get_context("spawn")
     with ctx.Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap(_render_one, jobs, chunksize=4)
+        yield from pool.imap(_render_one, jobs, chunksize=8)
 
 
-def tokenizer_corpus(num_questions: int = 2000, seed: int = 12345) -> Iterator[str]:
-    """Question/option/reasoning texts of synthetic tasks, for training the tiny models' tokenizer."""
+def tokenizer_corpus(num_questions: int = 600, seed: int = 12345) -> Iterator[str]:
+    """Question/option/reasoning/description texts of synthetic tasks, for training the tiny models' tokenizer."""
     config = SynthConfig(num_videos=num_questions, seed=seed)
     for index in range(num_questions):
         item = scene_question(config, index)
         yield item.question
         yield " ".join(item.options)
         yield item.reasoning
+        for caption in captions(item.timeline):
+            yield caption.question
+            yield caption.answer

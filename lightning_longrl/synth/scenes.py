@@ -1,60 +1,72 @@
 """Timelines of synthetic long videos and the questions asked about them.
 
-Every video shows one small world evolving over time: coloured squares flashing in the centre,
-a ball moving between the four quadrants, a background changing colour, a dot visiting targets.
-Each answer needs information spread over the whole video (order of events, counts, where an
-object spent its time, which state came before which), and several hinge on brief events
-(a flash or a visit lasting about a second), so a model that sees more frames can answer more.
+Every video shows one small world for ``duration`` seconds: a sequence of equally long *scenes*,
+each filling the frame with one of four colours; a black *ball* that fills one half of the frame
+(top, right, bottom or left) and moves at every scene change; and one brief *flash* that fills the
+whole frame with one of four other colours (``flash_length`` seconds, by default 1/32 of the
+video) inside one scene. The vocabulary is made to survive a Qwen-VL vision tower: at the default
+28x28 pixels a frame pair is one merged visual token whose four 14-pixel patches are the frame's
+quarters, so the scene colour, the dark half and the flash are each read off whole patches.
+
+Answers need information spread over the whole video (how often a colour recurs, the most
+frequent colour, where the ball was most often, where it ended up) and two families hinge on the
+brief flash, which a model only sees when a sampled frame lands on it: with frames spread
+uniformly, 64 frames always see it, 32 nearly always, 8 one time in four, so more frames answer
+more questions; and 8 frames of 8 scenes blur neighbouring scenes into one token.
+
+Options are the whole answer space in one fixed order (colours in palette order, sides
+clockwise from the top, counts ascending) and every answer value is drawn uniformly, so each
+letter is right a quarter of the time and a letter alone tells nothing. Reasoning is short and
+structured like a dense description: the relevant events in order, then the conclusion and the
+option letter.
 
 This module only decides *what happens when*; :mod:`lightning_longrl.synth.render` draws it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (225, 35, 35),
-    "green": (30, 185, 60),
-    "blue": (40, 80, 235),
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 190, 60),
+    "blue": (40, 70, 235),
     "yellow": (240, 215, 30),
-    "purple": (150, 50, 200),
+}
+"""Scene colours, in the order options list them."""
+FLASH_PALETTE: dict[str, tuple[int, int, int]] = {
+    "white": (250, 250, 250),
+    "cyan": (40, 230, 230),
+    "pink": (250, 120, 200),
     "orange": (250, 140, 20),
-    "cyan": (30, 205, 215),
-    "white": (245, 245, 245),
 }
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "gray": (110, 110, 110),
-    "navy": (20, 30, 90),
-    "olive": (95, 100, 25),
-    "maroon": (95, 20, 30),
-    "teal": (15, 90, 90),
-    "black": (10, 10, 10),
-}
-QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
-QUADRANT_CENTRES = {"top left": (0.25, 0.25), "top right": (0.75, 0.25), "bottom left": (0.25, 0.75), "bottom right": (0.75, 0.75)}
+"""Colours of the brief flash, none of them a scene colour, in the order options list them."""
+BALL_COLOR = (12, 12, 12)
+COLORS = {**PALETTE, **FLASH_PALETTE, "black": BALL_COLOR}
+SIDES = ("top", "right", "bottom", "left")
+"""Where the ball sits: the middle of one edge of the frame, clockwise from the top."""
+SIDE_BOXES = {"top": (0.0, 0.0, 1.0, 0.5), "right": (0.5, 0.0, 1.0, 1.0),
+              "bottom": (0.0, 0.5, 1.0, 1.0), "left": (0.0, 0.0, 0.5, 1.0)}
+"""The ball darkens the half of the frame at its side: two whole patches of a 28x28 frame. A
+merged token concatenates its 2x2 patches in a fixed order, so which of them are dark tells the
+side from the token's content alone (small marks inside one patch were learned far more slowly
+by the tiny models)."""
+COUNTS = ("1", "2", "3", "4")
 
 
 @dataclass(frozen=True)
 class Sprite:
-    """A filled shape visible during ``[start, end)`` seconds, moving linearly from ``xy0`` to ``xy1``."""
+    """A filled rectangle visible during ``[start, end)`` seconds; ``box`` is (left, top, right,
+    bottom) in fractions of the frame's width and height."""
 
-    shape: str  # "square" | "circle"
     color: tuple[int, int, int]
-    size: float  # side / diameter as a fraction of the frame's shorter side
     start: float
     end: float
-    xy0: tuple[float, float]  # centre, fractions of width/height
-    xy1: tuple[float, float] | None = None
-
-    def position(self, t: float) -> tuple[float, float]:
-        if self.xy1 is None or self.end <= self.start:
-            return self.xy0
-        a = min(max((t - self.start) / (self.end - self.start), 0.0), 1.0)
-        return (self.xy0[0] + a * (self.xy1[0] - self.xy0[0]), self.xy0[1] + a * (self.xy1[1] - self.xy0[1]))
+    box: tuple[float, float, float, float]
 
 
 @dataclass
@@ -66,162 +78,207 @@ class Scene:
     sprites: list[Sprite] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """What happens when in one video."""
+
+    duration: float
+    scenes: tuple[str, ...]  # colour of each scene, scenes equally long, neighbours differ
+    ball: tuple[str, ...]  # the side the ball is at in each scene
+    flash_time: float  # start of the flash, seconds
+    flash_length: float
+    flash_colour: str
+
+    @property
+    def scene_length(self) -> float:
+        return self.duration / len(self.scenes)
+
+    @property
+    def flash_scene(self) -> int:
+        """Index of the scene during which the light flashes."""
+        return min(int(self.flash_time // self.scene_length), len(self.scenes) - 1)
+
+    def scene(self) -> Scene:
+        """The drawable scene: colour backgrounds, the ball per scene, the flash over everything."""
+        d = self.scene_length
+        backgrounds = [(i * d, PALETTE[c]) for i, c in enumerate(self.scenes)]
+        sprites = [Sprite(BALL_COLOR, i * d, (i + 1) * d, SIDE_BOXES[side]) for i, side in enumerate(self.ball)]
+        sprites.append(Sprite(FLASH_PALETTE[self.flash_colour], self.flash_time, self.flash_time + self.flash_length,
+                              (0.0, 0.0, 1.0, 1.0)))
+        return Scene(self.duration, backgrounds, sprites)
+
+    # the dense descriptions the reasoning is built from (and the perception stage learns)
+    def scenes_text(self) -> str:
+        return ", ".join(self.scenes)
+
+    def ball_text(self) -> str:
+        return ", ".join(self.ball)
+
+    def flash_text(self) -> str:
+        return f"a {self.flash_colour} flash in the {self.scenes[self.flash_scene]} scene"
+
+
+def _no_repeats(rng: np.random.Generator, values: tuple[str, ...], n: int) -> tuple[str, ...]:
+    out = [str(rng.choice(values))]
+    while len(out) < n:
+        out.append(str(rng.choice([v for v in values if v != out[-1]])))
+    return tuple(out)
+
+
+def random_timeline(rng: np.random.Generator, duration: float, num_scenes: int, flash_length: float) -> Timeline:
+    """Scenes and the ball's side change at every scene boundary; the light flashes once, inside
+    one scene other than the first and the last."""
+    scenes = _no_repeats(rng, tuple(PALETTE), num_scenes)
+    ball = _no_repeats(rng, SIDES, num_scenes)
+    d = duration / num_scenes
+    index = int(rng.integers(1, num_scenes - 1))
+    # the whole flash inside scene `index`, on a grid of 1/1000 s so times print exactly
+    start = round(float(rng.uniform(index * d, (index + 1) * d - flash_length)), 3)
+    return Timeline(duration, scenes, ball, start, flash_length, str(rng.choice(list(FLASH_PALETTE))))
+
+
+@dataclass(frozen=True)
+class Caption:
+    """An open-ended description question about a video (the perception stage's data)."""
+
+    task: str
+    question: str
+    answer: str
+
+
+def captions(timeline: Timeline) -> list[Caption]:
+    """Dense descriptions of a video, in the same words as the reasoning traces' evidence: all of
+    it in order, and the brief flash alone (a rare event gets little of the loss inside the long
+    description; on its own the tiny models learn to find it in a few hundred steps)."""
+    return [
+        Caption("describe", "Describe the scenes, the ball and the flash in order.",
+                f"scenes: {timeline.scenes_text()}. ball: {timeline.ball_text()}. flash: {timeline.flash_text()}."),
+        Caption("describe_flash", "When does the light flash?", f"flash: {timeline.flash_text()}."),
+    ]
+
+
+# --------------------------------------------------------------------------------------- tasks
+# Each task builds, from a timeline, the question, its options, the correct value, the evidence
+# (the events in order) and the conclusion; and the *slip* an imperfect CoT teacher makes on it:
+# a plausible wrong value with the evidence and conclusion that lead there (a runner-up taken for
+# the most frequent, a count off by one, the second-last scene read as the last, the neighbouring
+# colour named although the flash was described right, ...). A builder
+# returns None when the timeline does not fit; the generator draws the wanted answer value first
+# and samples timelines until one fits.
+
+
+@dataclass(frozen=True)
+class Built:
+    question: str
+    options: tuple[str, ...]
+    value: str
+    evidence: str
+    conclusion: str  # ends in ``value``
+    slip_value: str  # a wrong value, never ``value``
+    slip_evidence: str
+    slip_conclusion: str
+
+
+def _scene_most(t: Timeline, rng: np.random.Generator) -> Built | None:
+    ranked = Counter(t.scenes).most_common()
+    if len(ranked) < 2 or ranked[0][1] == ranked[1][1]:
+        return None
+    (colour, n), (second, m) = ranked[0], ranked[1]
+    evidence = f"scenes: {t.scenes_text()}."
+    return Built("Which colour do most scenes have?", tuple(PALETTE), colour, evidence, f"{colour} {n} times, so {colour}",
+                 second, evidence, f"{second} {m} times, so {second}")
+
+
+def _scene_count(t: Timeline, rng: np.random.Generator) -> Built | None:
+    first = t.scenes[0]
+    n = t.scenes.count(first)
+    if n > 4:
+        return None
+    slip = n + 1 if n < 4 else n - 1
+    evidence = f"scenes: {t.scenes_text()}."
+    return Built("How many scenes have the same colour as the first scene?", COUNTS, str(n), evidence,
+                 f"{first} {n} times, so {n}", str(slip), evidence, f"{first} {slip} times, so {slip}")
+
+
+def _ball_most(t: Timeline, rng: np.random.Generator) -> Built | None:
+    ranked = Counter(t.ball).most_common()
+    if len(ranked) < 2 or ranked[0][1] == ranked[1][1]:
+        return None
+    (side, n), (second, m) = ranked[0], ranked[1]
+    evidence = f"ball: {t.ball_text()}."
+    return Built("At which side of the frame is the ball most often?", SIDES, side, evidence,
+                 f"{side} {n} times, so {side}", second, evidence, f"{second} {m} times, so {second}")
+
+
+def _ball_end(t: Timeline, rng: np.random.Generator) -> Built | None:
+    evidence = f"ball: {t.ball_text()}."
+    return Built("At which side of the frame is the ball at the end of the video?", SIDES, t.ball[-1], evidence,
+                 f"it ends at the {t.ball[-1]}", t.ball[-2], evidence, f"it ends at the {t.ball[-2]}")
+
+
+def _flash_colour(t: Timeline, rng: np.random.Generator) -> Built | None:
+    colours = tuple(FLASH_PALETTE)
+    wrong = colours[(colours.index(t.flash_colour) + 1) % len(colours)]
+    evidence = f"flash: {t.flash_text()}."
+    return Built("The light flashes once, briefly. What colour is the flash?", colours, t.flash_colour, evidence,
+                 f"so {t.flash_colour}", wrong, evidence, f"so {wrong}")
+
+
+def _flash_scene(t: Timeline, rng: np.random.Generator) -> Built | None:
+    colour = t.scenes[t.flash_scene]
+    before = t.scenes[t.flash_scene - 1]  # the flash is never in the first scene; neighbours differ
+    return Built("What colour is the scene when the light flashes?", tuple(PALETTE), colour, f"flash: {t.flash_text()}.",
+                 f"so {colour}", before, f"flash: a {t.flash_colour} flash in the {before} scene.", f"so {before}")
+
+
+TASK_BUILDERS: dict[str, tuple[str, Callable[[Timeline, np.random.Generator], Built | None]]] = {
+    "scene_most": ("Temporal", _scene_most),
+    "scene_count": ("Temporal", _scene_count),
+    "ball_most": ("Spatial", _ball_most),
+    "ball_end": ("Spatial", _ball_end),
+    "flash_colour": ("Goal and Purpose", _flash_colour),
+    "flash_scene": ("Plot and Narrative", _flash_scene),
+}
+TASKS = tuple(TASK_BUILDERS)
+"""Task names; ``flash_colour`` and ``flash_scene`` hinge on the brief flash."""
+BRIEF_TASKS = ("flash_colour", "flash_scene")
+
+
 @dataclass
 class SceneQuestion:
-    """A scene plus one multiple-choice question about it."""
+    """A timeline plus one multiple-choice question about it, with the correct reasoning and the
+    reasoning an imperfect teacher would write instead (its ``slip``)."""
 
-    scene: Scene
+    timeline: Timeline
     category: str
     task: str
     question: str
     options: list[str]
     answer: str  # option letter
     reasoning: str
+    slip_answer: str  # the slip's option letter, never ``answer``
+    slip_reasoning: str
+
+    @property
+    def scene(self) -> Scene:
+        return self.timeline.scene()
 
 
-def _letter(options: list[str], correct: str) -> str:
-    return "ABCDEFGH"[options.index(correct)]
-
-
-def _distinct_times(rng: np.random.Generator, count: int, duration: float, length: float, gap: float) -> list[float]:
-    """``count`` sorted start times of events of ``length`` seconds, spread over the video, at least ``gap`` apart."""
-    slot = duration / count
-    times = []
-    for i in range(count):
-        lo = i * slot + gap / 2
-        hi = (i + 1) * slot - length - gap / 2
-        times.append(float(rng.uniform(lo, max(lo, hi))))
-    return times
-
-
-def _fmt(t: float) -> str:
-    return f"{t:.1f}s"
-
-
-def flash_order(rng: np.random.Generator, duration: float, flash: float) -> SceneQuestion:
-    """Temporal: coloured squares flash one at a time; ask which came first/last/after another."""
-    colors = list(rng.choice(list(COLORS), size=4, replace=False))
-    times = _distinct_times(rng, 4, duration, flash, gap=1.0)
-    sprites = [Sprite("square", COLORS[c], 0.45, t, t + flash, (0.5, 0.5)) for c, t in zip(colors, times)]
-    seen = "; ".join(f"a {c} square flashes at {_fmt(t)}" for c, t in zip(colors, times))
-    variant = int(rng.integers(3))
-    if variant == 0:
-        question, correct, why = "Which colour of square flashes first in the video?", colors[0], f"the earliest is {colors[0]}"
-    elif variant == 1:
-        question, correct, why = "Which colour of square flashes last in the video?", colors[-1], f"the latest is {colors[-1]}"
-    else:
-        k = int(rng.integers(3))
-        question = f"Which colour of square flashes right after the {colors[k]} one?"
-        correct, why = colors[k + 1], f"the flash following {colors[k]} is {colors[k + 1]}"
-    options = list(rng.permutation(colors))
-    reasoning = f"Checking the video from start to end: {seen}. Ordering the flashes by time, {why}."
-    return SceneQuestion(Scene(duration, [(0.0, BACKGROUNDS["gray"])], sprites), "Temporal", "flash_order",
-                         question, options, _letter(options, correct), reasoning)
-
-
-def blink_count(rng: np.random.Generator, duration: float, flash: float) -> SceneQuestion:
-    """Temporal: a white square blinks briefly N times; ask how many."""
-    count = int(rng.integers(1, 7))
-    blink = max(0.5, flash * 0.5)
-    times = _distinct_times(rng, count, duration, blink, gap=1.0)
-    sprites = [Sprite("square", COLORS["white"], 0.4, t, t + blink, (0.5, 0.5)) for t in times]
-    wrong = [n for n in range(1, 8) if n != count]
-    # options in random order: a sorted list would put small counts at A and make the letter guessable
-    options = [str(n) for n in rng.permutation([count, *rng.choice(wrong, size=3, replace=False).tolist()])]
-    seen = ", ".join(_fmt(t) for t in times)
-    reasoning = (f"Checking the video for the white square: it blinks at {seen}. "
-                 f"Counting these blinks gives {count}.")
-    return SceneQuestion(Scene(duration, [(0.0, BACKGROUNDS["navy"])], sprites), "Temporal", "blink_count",
-                         "How many times does the white square blink?", options, _letter(options, str(count)), reasoning)
-
-
-def ball_tracking(rng: np.random.Generator, duration: float, flash: float) -> SceneQuestion:
-    """Spatial: a ball hops between quadrants; ask where it spent the most time, or where it ends."""
-    stops = int(rng.integers(4, 7))
-    path = [str(rng.choice(QUADRANTS))]
-    while len(path) < stops:
-        path.append(str(rng.choice([q for q in QUADRANTS if q != path[-1]])))
-    weights = rng.dirichlet(np.ones(stops) * 1.5)
-    spans = np.concatenate([[0.0], np.cumsum(weights) * duration])
-    dwell = {q: 0.0 for q in QUADRANTS}
-    for q, a, b in zip(path, spans[:-1], spans[1:]):
-        dwell[q] += b - a
-    color = COLORS[str(rng.choice(["red", "yellow", "cyan", "orange"]))]
-    sprites = [Sprite("circle", color, 0.3, float(a), float(b), QUADRANT_CENTRES[q])
-               for q, a, b in zip(path, spans[:-1], spans[1:])]
-    seen = "; ".join(f"{q} from {_fmt(a)} to {_fmt(b)}" for q, a, b in zip(path, spans[:-1], spans[1:]))
-    ranked = sorted(QUADRANTS, key=lambda q: -dwell[q])
-    if rng.random() < 0.5 and dwell[ranked[0]] - dwell[ranked[1]] > 0.05 * duration:
-        question = "In which part of the frame does the ball spend the most time?"
-        correct = ranked[0]
-        why = f"adding up the time in each part, the {correct} has the most ({dwell[correct]:.0f}s)"
-    else:
-        question = "In which part of the frame is the ball at the end of the video?"
-        correct = path[-1]
-        why = f"its last position is the {correct}"
-    options = list(rng.permutation(QUADRANTS))
-    reasoning = f"Tracking the ball through the video: it is in the {seen}. So {why}."
-    return SceneQuestion(Scene(duration, [(0.0, BACKGROUNDS["black"])], sprites), "Spatial", "ball_tracking",
-                         question, options, _letter(options, correct), reasoning)
-
-
-def background_story(rng: np.random.Generator, duration: float, flash: float) -> SceneQuestion:
-    """Plot and Narrative: the background goes through a sequence of states; ask about the order."""
-    states = int(rng.integers(3, 6))
-    names = list(rng.choice(list(BACKGROUNDS), size=states, replace=False))
-    cuts = np.sort(rng.uniform(0.1, 0.9, size=states - 1)) * duration
-    starts = [0.0, *cuts.tolist()]
-    backgrounds = [(float(t), BACKGROUNDS[n]) for t, n in zip(starts, names)]
-    seen = ", then ".join(f"{n} from {_fmt(t)}" for t, n in zip(starts, names))
-    if rng.random() < 0.5:
-        question = f"What colour is the background just before it turns {names[-1]}?"
-        correct, why = names[-2], f"the state right before {names[-1]} is {names[-2]}"
-        pool = [n for n in BACKGROUNDS if n != correct and n != names[-1]]
-        options = list(rng.permutation([correct, *rng.choice(pool, size=3, replace=False).tolist()]))
-    else:
-        question = "How many times does the background change colour?"
-        correct, why = str(states - 1), f"there are {states - 1} changes"
-        wrong = [n for n in range(1, 7) if n != states - 1]
-        options = [str(n) for n in rng.permutation([states - 1, *rng.choice(wrong, size=3, replace=False).tolist()])]
-    reasoning = f"Following the scene through the video: the background is {seen}. So {why}."
-    return SceneQuestion(Scene(duration, backgrounds, []), "Plot and Narrative", "background_story",
-                         question, options, _letter(options, correct), reasoning)
-
-
-def target_visits(rng: np.random.Generator, duration: float, flash: float) -> SceneQuestion:
-    """Goal and Purpose: a dot collects coloured targets in the corners, returning to one of them."""
-    names = list(rng.choice(["red", "green", "blue", "yellow", "purple", "orange"], size=4, replace=False))
-    corners = {n: xy for n, xy in zip(names, [(0.15, 0.15), (0.85, 0.15), (0.15, 0.85), (0.85, 0.85)])}
-    order = list(rng.permutation(names))
-    twice = order[int(rng.integers(0, 3))]
-    visits = order + [twice]
-    while visits[-1] == visits[-2]:
-        visits = list(rng.permutation(visits))
-    # dwell at each target for ~flash seconds; travel between them in the rest of the time
-    times = _distinct_times(rng, len(visits), duration, flash, gap=2.0)
-    sprites = [Sprite("square", COLORS[n], 0.16, 0.0, duration, corners[n]) for n in names]
-    dot = COLORS["white"]
-    position = (0.5, 0.5)
-    clock = 0.0
-    for n, t in zip(visits, times):
-        sprites.append(Sprite("circle", dot, 0.12, clock, t, position, corners[n]))
-        sprites.append(Sprite("circle", dot, 0.2, t, t + flash, corners[n]))
-        position, clock = corners[n], t + flash
-    sprites.append(Sprite("circle", dot, 0.12, clock, duration, position, (0.5, 0.5)))
-    seen = "; ".join(f"{n} at {_fmt(t)}" for n, t in zip(visits, times))
-    options = list(rng.permutation(names))
-    reasoning = (f"Checking the video for the white dot's visits: it reaches {seen}. "
-                 f"The only target it returns to is {twice}.")
-    return SceneQuestion(Scene(duration, [(0.0, BACKGROUNDS["gray"])], sprites), "Goal and Purpose", "target_visits",
-                         "Which target does the white dot go back to a second time?", options,
-                         _letter(options, twice), reasoning)
-
-
-TASKS: dict[str, Callable[[np.random.Generator, float, float], SceneQuestion]] = {
-    "flash_order": flash_order,
-    "blink_count": blink_count,
-    "ball_tracking": ball_tracking,
-    "background_story": background_story,
-    "target_visits": target_visits,
-}
-"""Task name -> generator(rng, duration seconds, brief-event length seconds)."""
+def make_question(rng: np.random.Generator, task: str, duration: float, num_scenes: int = 8,
+                  flash_length: float | None = None, max_tries: int = 10_000) -> SceneQuestion:
+    """One question of ``task`` whose answer value is drawn uniformly from its options."""
+    category, build = TASK_BUILDERS[task]
+    flash_length = duration / 32 if flash_length is None else flash_length
+    wanted = int(rng.integers(4))
+    for _ in range(max_tries):
+        timeline = random_timeline(rng, duration, num_scenes, flash_length)
+        built = build(timeline, rng)
+        if built is None or built.options.index(built.value) != wanted:
+            continue
+        # the reasoning names the chosen option's letter right after its value: the letter is
+        # then a copy, not a look-up over the option list (which tiny models learn slowly)
+        letter, slip = "ABCD"[wanted], "ABCD"[built.options.index(built.slip_value)]
+        return SceneQuestion(timeline, category, task, built.question, list(built.options), letter,
+                             f"{built.evidence} {built.conclusion} ({letter}).", slip,
+                             f"{built.slip_evidence} {built.slip_conclusion} ({slip}).")
+    raise RuntimeError(f"synthetic task {task!r}: no timeline with answer {'ABCD'[wanted]} in {max_tries} tries")
