@@ -106,7 +106,8 @@ def summarise(per_seed: dict[int, dict]) -> dict:
         targets["SFT+GRPO rises at every frame step"] = all(b > a for a, b in zip(curve, curve[1:]))
         targets["SFT+GRPO gains >= 15 points from fewest to most frames"] = curve[-1] - curve[0] >= 15
     shares = [max(v for k, v in model["letter_shares"].items() if k != "none")
-              for s in seeds for model in per_seed[s]["models"].values() if model["letter_shares"]]
+              for s in seeds for model in per_seed[s]["models"].values()
+              if any(k != "none" for k in model["letter_shares"])]  # models that answered with letters
     targets["no letter above 40% of any model's predictions"] = bool(shares) and max(shares) <= 40
     return {"accuracy": acc, "frames": frames, "targets": targets}
 
@@ -153,7 +154,7 @@ def main() -> None:
 
         runs = [(name, {int(n): p["mean"] for n, p in summary["frames"][name].items()})
                 for name in ("SFT+GRPO", "SFT") if name in summary["frames"]]
-        png, _ = frame_scaling_figure(runs, Path(args.out).parent / "learning_frames",
+        png, _ = frame_scaling_figure(runs, Path(args.out).with_suffix("").as_posix() + "_frames",
                                       title=f"Accuracy against input frames, mean of {len(args.seeds)} seeds")
         print(f"figure: {png}")
     print(markdown(summary))
