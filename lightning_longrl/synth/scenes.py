@@ -179,14 +179,18 @@ class Built:
     slip_conclusion: str
 
 
-def _scene_most(t: Timeline, rng: np.random.Generator) -> Built | None:
-    ranked = Counter(t.scenes).most_common()
+def _most_frequent(values: tuple[str, ...], options: tuple[str, ...], question: str, evidence: str) -> Built | None:
+    """The most frequent of ``values`` (None on a tie); the slip takes the runner-up for it."""
+    ranked = Counter(values).most_common()
     if len(ranked) < 2 or ranked[0][1] == ranked[1][1]:
         return None
-    (colour, n), (second, m) = ranked[0], ranked[1]
-    evidence = f"scenes: {t.scenes_text()}."
-    return Built("Which colour do most scenes have?", tuple(PALETTE), colour, evidence, f"{colour} {n} times, so {colour}",
+    (top, n), (second, m) = ranked[0], ranked[1]
+    return Built(question, options, top, evidence, f"{top} {n} times, so {top}",
                  second, evidence, f"{second} {m} times, so {second}")
+
+
+def _scene_most(t: Timeline, rng: np.random.Generator) -> Built | None:
+    return _most_frequent(t.scenes, tuple(PALETTE), "Which colour do most scenes have?", f"scenes: {t.scenes_text()}.")
 
 
 def _scene_count(t: Timeline, rng: np.random.Generator) -> Built | None:
@@ -201,13 +205,7 @@ def _scene_count(t: Timeline, rng: np.random.Generator) -> Built | None:
 
 
 def _ball_most(t: Timeline, rng: np.random.Generator) -> Built | None:
-    ranked = Counter(t.ball).most_common()
-    if len(ranked) < 2 or ranked[0][1] == ranked[1][1]:
-        return None
-    (side, n), (second, m) = ranked[0], ranked[1]
-    evidence = f"ball: {t.ball_text()}."
-    return Built("At which side of the frame is the ball most often?", SIDES, side, evidence,
-                 f"{side} {n} times, so {side}", second, evidence, f"{second} {m} times, so {second}")
+    return _most_frequent(t.ball, SIDES, "At which side of the frame is the ball most often?", f"ball: {t.ball_text()}.")
 
 
 def _ball_end(t: Timeline, rng: np.random.Generator) -> Built | None:
