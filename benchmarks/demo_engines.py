@@ -89,7 +89,8 @@ def main() -> None:
               f"{summary['reward/format_mean']['last_epoch']:.3f}, held-out {100 * summary['eval']['accuracy']:.1f}%", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| engine | reward (first -> second half) | format | accuracy reward | held-out accuracy | max log-prob diff | rollout s/step | step s | fit s |")
+    print("\n| engine | reward (first -> second half) | format | accuracy reward | held-out accuracy | max log-prob diff "
+          "| rollout s/step | step s | fit s |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for engine, data in result["engines"].items():
         s = data["summary"]

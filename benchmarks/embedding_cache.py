@@ -38,11 +38,11 @@ import torch  # noqa: E402
 from lightning_longrl import GRPOModule  # noqa: E402
 from lightning_longrl.datamodules import LongVideoDataModule  # noqa: E402
 from lightning_longrl.models.config import ModelConfig  # noqa: E402
-from lightning_longrl.models.tiny import TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 from lightning_longrl.rl.embedding_cache import EmbeddingCacheConfig  # noqa: E402
 from lightning_longrl.rl.rollout import SamplingConfig  # noqa: E402
 from lightning_longrl.stages.grpo import UpdateConfig  # noqa: E402
 from lightning_longrl.synth.dataset import SynthConfig, generate_dataset  # noqa: E402
+from lightning_longrl.synth.tiny_model import TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 PHASES = ("encode", "rollout", "reward", "old_policy", "reference", "update")

@@ -30,10 +30,10 @@ import torch  # noqa: E402
 
 from lightning_longrl.eval.runner import EvalConfig, evaluate  # noqa: E402
 from lightning_longrl.models.config import ModelConfig, load_model  # noqa: E402
-from lightning_longrl.models.tiny import TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 from lightning_longrl.rl.rollout import build_engine  # noqa: E402
 from lightning_longrl.rl.vllm_engine import VLLMConfig  # noqa: E402
 from lightning_longrl.synth.dataset import SynthConfig, generate_dataset  # noqa: E402
+from lightning_longrl.synth.tiny_model import TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 

@@ -32,12 +32,12 @@ import torch  # noqa: E402
 from lightning_longrl.data.collate import VideoQACollator  # noqa: E402
 from lightning_longrl.data.dataset import VideoQADataset  # noqa: E402
 from lightning_longrl.data.video import FrameSampling  # noqa: E402
-from lightning_longrl.models.tiny import TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 from lightning_longrl.models.video_lm import VideoLanguageModel  # noqa: E402
+from lightning_longrl.parallel.weights import full_weights  # noqa: E402
 from lightning_longrl.rl.rollout import PolicyRolloutEngine, RolloutRequest, SamplingConfig  # noqa: E402
 from lightning_longrl.rl.vllm_engine import VLLMConfig, VLLMRolloutEngine  # noqa: E402
-from lightning_longrl.rl.weights import full_weights  # noqa: E402
 from lightning_longrl.synth.dataset import SynthConfig, generate_dataset  # noqa: E402
+from lightning_longrl.synth.tiny_model import TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 

@@ -26,7 +26,6 @@ import numpy as np
 
 def write_long_video(path: Path, minutes: float, width: int, height: int, fps: int, gop_seconds: float) -> None:
     import av
-
     import torch
     import torch.nn.functional as F
 

@@ -42,10 +42,10 @@ def worker(args) -> None:
     import torch.distributed as dist
     from torch import nn
 
-    from lightning_longrl.models.tiny import TinyModelSpec, create_tiny_checkpoint
     from lightning_longrl.models.video_lm import LMInputs, VideoLanguageModel
     from lightning_longrl.parallel.sequence import sp_hidden_states, sp_score_targets
     from lightning_longrl.parallel.strategy import shard_model
+    from lightning_longrl.synth.tiny_model import TinyModelSpec, create_tiny_checkpoint
 
     dist.init_process_group("gloo")
     rank, size = dist.get_rank(), dist.get_world_size()

@@ -90,7 +90,8 @@ class LongVideoDataModule(L.LightningDataModule):
         if fps is None and num_frames is None:
             num_frames = 64
         if train_num_frames is not None and fps is not None:
-            raise ValueError(f"LongVideoDataModule: train_num_frames ({train_num_frames}) draws frame counts; it cannot be combined with fps ({fps})")
+            raise ValueError(f"LongVideoDataModule: train_num_frames ({train_num_frames}) draws frame counts; "
+                             f"it cannot be combined with fps ({fps})")
         self.save_hyperparameters(ignore=["processor"])
         self.files = {"fit": train_file, "validate": val_file, "test": test_file, "predict": predict_file}
         self.processor = processor

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 USAGE = """\
 usage: lightning-longrl <command> [options]
@@ -130,7 +130,7 @@ def run_synth(args: Sequence[str]) -> None:
 def run_tiny_model(args: Sequence[str]) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from lightning_longrl.models.tiny import TinyModelSpec, create_tiny_checkpoint
+    from lightning_longrl.synth.tiny_model import TinyModelSpec, create_tiny_checkpoint
 
     parser = ArgumentParser(prog="lightning-longrl tiny-model", description="Write a tiny random Qwen-VL checkpoint.")
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")

@@ -12,8 +12,8 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from lightning_longrl.models.tiny import ARCHITECTURES, TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 from lightning_longrl.synth.dataset import SynthConfig, generate_dataset  # noqa: E402
+from lightning_longrl.synth.tiny_model import ARCHITECTURES, TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

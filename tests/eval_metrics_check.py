@@ -7,8 +7,9 @@ usage: torchrun --nproc_per_node 2 eval_metrics_check.py
 
 import torch.distributed as dist
 
+from lightning_longrl.inference.metrics import BenchmarkMetrics
+
 from helpers import print_from_rank0  # noqa: E402  (tests/ is this script's folder)
-from lightning_longrl.eval.metrics import BenchmarkMetrics
 
 GROUPS = ["Temporal", "Spatial", "Other"]
 # (group, correct, well formed) of answered questions, then unreadable ones: uneven on purpose

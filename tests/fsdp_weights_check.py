@@ -13,9 +13,10 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-from helpers import print_from_rank0  # noqa: E402  (tests/ is this script's folder)
 from lightning_longrl.models.video_lm import VideoLanguageModel
-from lightning_longrl.rl.weights import full_weights, is_sharded
+from lightning_longrl.parallel.weights import full_weights, is_sharded
+
+from helpers import print_from_rank0  # noqa: E402  (tests/ is this script's folder)
 
 
 class Root(torch.nn.Module):

@@ -4,10 +4,11 @@ usage: python mrsp_fit_check.py STAGE CHECKPOINT DATA_DIR OUT_DIR DEVICES SP_SIZ
            [--shard] [--gradient-checkpointing] [--momentum M] [--max-steps N] [--save-every DIR] [--resume CKPT]
 STAGE is sft (vision tower trainable, gradients clipped by the Trainer) or grpo (G=4, a reward with spread on a random model).
 SP_SIZE 0 means plain DDP; --shard shards the weights (MRSPStrategy(shard_weights=True)); --save-every
-writes DIR/batch=<k>.ckpt after every batch, --resume continues from one. With NUM_NODES > 1 start one such process per node, with NODE_RANK,
-MASTER_ADDR and MASTER_PORT set (as a cluster launcher would); DEVICES is per node. Writes OUT_DIR/rank<N>.json per rank: the record ids of each batch,
-each step's loss (SFT) or logged metrics (GRPO), a checksum of the trained (full) weights and the
-number of parameter elements this rank holds (and the vision tower's, which is never sharded).
+writes DIR/batch=<k>.ckpt after every batch, --resume continues from one. With NUM_NODES > 1 start one
+such process per node, with NODE_RANK, MASTER_ADDR and MASTER_PORT set (as a cluster launcher would);
+DEVICES is per node. Writes OUT_DIR/rank<N>.json per rank: the record ids of each batch, each
+step's loss (SFT) or logged metrics (GRPO), a checksum of the trained (full) weights and the number
+of parameter elements this rank holds (and the vision tower's, which is never sharded).
 """
 
 import argparse
@@ -18,13 +19,14 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 
-from helpers import PARITY_REWARDS, SaveEveryBatch  # noqa: E402  (tests/ is this script's folder)
 from lightning_longrl import GRPOModule, SFTModule
 from lightning_longrl.datamodules import LongVideoDataModule
 from lightning_longrl.models.config import ModelConfig
 from lightning_longrl.parallel import MRSPStrategy
-from lightning_longrl.rl.weights import full_weights
+from lightning_longrl.parallel.weights import full_weights
 from lightning_longrl.rl.rollout import SamplingConfig
+
+from helpers import PARITY_REWARDS, SaveEveryBatch  # noqa: E402  (tests/ is this script's folder)
 
 
 class Record(L.Callback):
@@ -64,7 +66,8 @@ def main() -> None:
         module = SFTModule(ModelConfig(path=checkpoint, freeze_vision=False, gradient_checkpointing=args.gradient_checkpointing),
                            optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=args.momentum))
     else:
-        module = GRPOModule(ModelConfig(path=checkpoint, gradient_checkpointing=args.gradient_checkpointing), optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=args.momentum),
+        module = GRPOModule(ModelConfig(path=checkpoint, gradient_checkpointing=args.gradient_checkpointing),
+                            optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=args.momentum),
                             rewards=PARITY_REWARDS, sampling=SamplingConfig(num_samples=4, max_new_tokens=8))
     data = LongVideoDataModule(train_file=f"{args.data_dir}/train.jsonl", num_frames=12, max_pixels=56 * 56, batch_size=1,
                                num_workers=0)

@@ -16,7 +16,6 @@ import sys
 import torch
 import torch.distributed as dist
 
-from helpers import print_from_rank0  # noqa: E402  (tests/ is this script's folder)
 from lightning_longrl.data.collate import VideoQACollator
 from lightning_longrl.data.dataset import VideoQADataset
 from lightning_longrl.data.video import FrameSampling
@@ -24,6 +23,8 @@ from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.parallel.encode import sp_encode_video
 from lightning_longrl.parallel.sequence import sp_hidden_states, sp_score_targets
 from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss
+
+from helpers import print_from_rank0  # noqa: E402  (tests/ is this script's folder)
 
 
 def main() -> None:

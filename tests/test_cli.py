@@ -34,6 +34,7 @@ def test_unknown_command_exits_2(capsys):
     assert "unknown command 'train'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_synth_tiny_model_and_fit_from_the_command_line(tmp_path):
     """The demo path as a user runs it: synth, tiny-model, fit with the demo YAML (shortened)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

@@ -24,6 +24,19 @@ class ParseOnlyCLI(LightningCLI):
         pass
 
 
+class BuildCLI(LightningCLI):
+    """Parses, then builds the model and the DataModule (their own value checks run); no trainer."""
+
+    def instantiate_classes(self) -> None:
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.model, self.datamodule = self.config_init.model, self.config_init.data
+
+
+def _build(path: Path, *extra: str) -> BuildCLI:
+    return BuildCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                    auto_configure_optimizers=False, run=False, args=["--config", str(path), *extra])
+
+
 def test_configs_exist():
     names = {str(p.relative_to(p.parents[1])) for p in CONFIGS}
     assert {"demo/perception.yaml", "demo/sft.yaml", "demo/grpo.yaml", "qwen2_5_vl_7b/sft.yaml",
@@ -49,3 +62,26 @@ def test_a_misspelled_option_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         ParseOnlyCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                      auto_configure_optimizers=False, run=False, args=["--config", str(bad)])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_config_builds(path, tiny_checkpoints):
+    """The classes a YAML names are built with its values (on a tiny checkpoint of the same family),
+    so the checks in their constructors and config dataclasses run too."""
+    cli = _build(path, "--model.init_args.model.path", str(tiny_checkpoints["qwen2_5_vl"]))
+    assert isinstance(cli.model, L.LightningModule) and type(cli.model).__module__.startswith("lightning_longrl.")
+    assert type(cli.datamodule).__name__ == "LongVideoDataModule"
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--model.init_args.loss.clip_low", "1.0", "need 0 <= clip_low < 1"),
+    ("--model.init_args.update.epochs", "0", "update epochs must be >= 1, got 0"),
+    ("--model.init_args.sampling.num_samples", "0", "num_samples (G) must be >= 1, got 0"),
+])
+def test_a_bad_value_in_a_config_fails_when_built(option, value, message, tiny_checkpoints):
+    """The config dataclasses' own checks reject the value, and the error says which check."""
+    checkpoint = str(tiny_checkpoints["qwen2_5_vl"])
+    _build(ROOT / "demo" / "grpo.yaml", "--model.init_args.model.path", checkpoint)  # the file itself is fine
+    with pytest.raises(ValueError) as err:
+        _build(ROOT / "demo" / "grpo.yaml", "--model.init_args.model.path", checkpoint, option, value)
+    assert message in str(err.value)

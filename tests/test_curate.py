@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port
 from lightning_longrl.curate.backends import BackendConfig, BackendError, Request, build_backend
 from lightning_longrl.curate.parse import RejectedOutput, parse_generation
 from lightning_longrl.curate.pipeline import CurateConfig, curate
 from lightning_longrl.data.records import read_records
+
+from helpers import free_port
 
 
 def test_parse_generation_accepts_records_and_rejects_the_rest():
@@ -58,14 +59,75 @@ def test_backend_settings_are_checked(monkeypatch):
 
 
 def test_unreachable_endpoint_is_retried_then_reported():
-    """A real connection to a closed loopback port: every attempt fails, the backoff runs, and the
-    request comes back as an error instead of ending the run."""
+    """A real connection to a closed loopback port: every attempt fails, the SDK's backoff runs
+    (0.5 s, then 1 s), and the request comes back as an error instead of ending the run."""
     backend = build_backend(BackendConfig(kind="openai", model="m", base_url=f"http://127.0.0.1:{free_port()}/v1",
-                                          retries=2, backoff_s=0.01, timeout_s=2))
+                                          retries=2, timeout_s=2))
     began = time.perf_counter()
     replies = backend.generate([Request("hello"), Request("again")])
     assert all(isinstance(r, BackendError) and "refused" in str(r).lower() for r in replies)
     assert backend.attempts == 6 and time.perf_counter() - began < 10
+
+
+class _ScriptedServer:
+    """A loopback HTTP server answering /chat/completions with scripted statuses, then a reply."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        import http.server
+        import threading
+
+        self.statuses, self.requests = list(statuses), []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                status = server.statuses.pop(0) if server.statuses else 200
+                if status == 200:
+                    payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                               "choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": f" reply {len(server.requests)} "}}]}
+                else:
+                    payload = {"error": {"message": f"scripted {status}", "type": "test"}}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("retry-after-ms", "5")  # the SDK waits as the server asks
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+@pytest.mark.parametrize(("statuses", "retries", "outcome", "attempts"), [
+    ([429, 429], 3, "reply 3", 3),          # rate limited twice, then served
+    ([503, 500], 3, "reply 3", 3),          # server errors are retried too
+    ([500, 502, 503], 2, "HTTP 503", 3),    # out of retries: an error, not a crash
+    ([400], 3, "HTTP 400", 1),              # a bad request is not retried
+])
+def test_openai_backend_retries_rate_limits_and_server_errors(statuses, retries, outcome, attempts):
+    server = _ScriptedServer(statuses)
+    try:
+        backend = build_backend(BackendConfig(kind="openai", model="m", base_url=server.url, retries=retries,
+                                              timeout_s=5, json_schema=True))
+        [reply] = backend.generate([Request("hello", schema={"type": "object"})])
+        assert outcome in str(reply) and backend.attempts == len(server.requests) == attempts
+        assert isinstance(reply, BackendError) == outcome.startswith("HTTP")
+        sent = server.requests[-1]
+        assert sent["model"] == "m" and sent["response_format"]["json_schema"]["schema"] == {"type": "object"}
+        backend.close()
+    finally:
+        server.close()
 
 
 def _videos(synth_dir: Path, tmp_path: Path, count: int, corrupt: bool = False) -> Path:
@@ -159,6 +221,7 @@ def openai_server(tiny_checkpoints):
             server.kill()
 
 
+@pytest.mark.slow
 def test_curate_through_an_openai_compatible_server(tmp_path, synth_dir, openai_server, monkeypatch):
     """Captions from frames sent as images, question writing with structured outputs (JSON schema),
     refinement: the records come out in the project's format with their provenance; an unknown
@@ -184,8 +247,7 @@ def test_curate_through_an_openai_compatible_server(tmp_path, synth_dir, openai_
         assert provenance["clips"] == [[0.0, 12.0], [12.0, pytest.approx(24.0, abs=0.5)]]
         assert record.reasoning and (record.options == () or record.answer in "ABCD")
         assert (tmp_path / "out" / row["video"]).resolve().is_file()
-    unknown = build_backend(BackendConfig(kind="openai", base_url=openai_server, model="no-such-model", retries=3,
-                                          backoff_s=0.01))
+    unknown = build_backend(BackendConfig(kind="openai", base_url=openai_server, model="no-such-model", retries=3))
     reply = unknown.generate([Request("hello")])[0]
     assert isinstance(reply, BackendError) and "404" in str(reply) and unknown.attempts == 1
 

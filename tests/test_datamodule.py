@@ -4,6 +4,7 @@ import pytest
 
 from lightning_longrl.data.records import RecordError
 from lightning_longrl.datamodules import BadVideoLimitError, LongVideoDataModule
+
 from helpers import copy_dataset_with, sft_run
 
 

@@ -10,6 +10,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # multi-process, notebook or end-to-end runs: not in the fast lane
+
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = [REPO / "data/demo-smoke", REPO / "runs/demo-smoke", REPO / "checkpoints/demo-tiny-smoke"]
 

@@ -5,7 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import copy_dataset_with
+
+pytestmark = pytest.mark.slow  # multi-process, notebook or end-to-end runs: not in the fast lane
 
 SCRIPT = Path(__file__).with_name("ddp_sft_check.py")
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port
 from lightning_longrl.data.prompts import format_question
 from lightning_longrl.data.records import RecordError
 from lightning_longrl.eval.formats import category_order, load_benchmark
-from lightning_longrl.eval.runner import PREDICTIONS, EvalConfig, evaluate, prediction_row, score_predictions
+from lightning_longrl.eval.runner import PREDICTIONS, EvalConfig, evaluate, score_predictions
+from lightning_longrl.inference.answers import prediction_row
+
+from helpers import free_port
 
 HERE = Path(__file__).parent
 
@@ -29,7 +31,8 @@ VIDEOMME_ROWS = [
      "question_id": "301-2", "task_type": "Action Reasoning", "question": "Why does the referee stop the game?",
      "options": ["A. A foul.", "B. Rain.", "C. An injury.", "D. Half time."], "answer": "A"},
 ]
-SRT = "1\n00:00:01,000 --> 00:00:03,500\n<font color=\"#fff\">Apples go on first.</font>\n\n2\n00:01:02,250 --> 00:01:04,000\nThen candles.\n"
+SRT = ("1\n00:00:01,000 --> 00:00:03,500\n<font color=\"#fff\">Apples go on first.</font>\n\n"
+       "2\n00:01:02,250 --> 00:01:04,000\nThen candles.\n")
 
 
 def _write(path: Path, rows, jsonl: bool = False) -> Path:
@@ -137,6 +140,7 @@ def test_scoring_hand_made_responses(tmp_path):
     assert metrics["format_rate"] == pytest.approx(5 / 10), "format is rated over answered questions only"
 
 
+@pytest.mark.slow
 def test_metrics_aggregate_across_two_processes(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
@@ -197,6 +201,7 @@ def test_eval_end_to_end_resumes_and_counts_unreadable_videos(tmp_path, tiny_che
     assert fixed.answered_now == 2 and fixed.metrics["unreadable"] == 1 and fixed.metrics["questions"] == 6
 
 
+@pytest.mark.slow
 def test_eval_cli_with_vllm_matches_the_policy_engine(tmp_path, tiny_checkpoints, synth_dir):
     """The same greedy answers from both engines (vLLM fed the cached video embeddings), through
     the command line; vLLM runs in its own process (it pins the threads of its process)."""
@@ -259,3 +264,21 @@ def test_eval_configs_parse(name, capsys):
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert "num_frames: 512" in printed and f"format: {name}" in printed and "gpu_memory_utilization: 0.8" in printed
+
+
+def test_charts_draw_each_series_in_its_colour(tmp_path):
+    from PIL import Image
+
+    from lightning_longrl.eval.plot import bar_chart, line_chart
+
+    png = line_chart(tmp_path / "lines.png", [8, 16, 32, 64], {"SFT+GRPO": [30.0, 40.0, None, 66.0],
+                                                               "SFT": [20.0, 35.0, 40.0, 41.0]},
+                     "Accuracy against input frames", colours={"SFT+GRPO": "#ff0000", "SFT": "#00ff00"})
+    with Image.open(png) as image:
+        pixels = set(image.convert("RGB").getdata())
+    assert (255, 0, 0) in pixels and (0, 255, 0) in pixels, "both lines must be drawn in their colours"
+    with pytest.raises(ValueError, match="at least one series"):
+        line_chart(tmp_path / "none.png", [8], {}, "empty")
+    bars = bar_chart(tmp_path / "bars.png", ["0/8", "4/8", "8/8"], [3, 0, 5], "histogram")
+    with Image.open(bars) as image:
+        assert image.size == (900, 520)

@@ -22,3 +22,13 @@ def test_matches_torch_clipping():
         assert abs(norm - expected) <= 1e-5 * expected
         for a, b in zip(ours, theirs):
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_gradient_buckets_keep_order_dtype_and_size():
+    from lightning_longrl.parallel.strategy import gradient_buckets
+
+    grads = [torch.zeros(10), torch.zeros(10), torch.zeros(30), torch.zeros(4, dtype=torch.float64), torch.zeros(2)]
+    buckets = gradient_buckets(grads, bucket_bytes=80)  # 20 float32 elements per bucket
+    assert [[id(g) for g in b] for b in buckets] == [[id(grads[0]), id(grads[1])], [id(grads[2])], [id(grads[3])],
+                                                     [id(grads[4])]]
+    assert gradient_buckets([], 80) == []

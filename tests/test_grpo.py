@@ -9,7 +9,8 @@ from lightning_longrl.models.config import ModelConfig
 from lightning_longrl.rl.embedding_cache import EmbeddingCacheConfig
 from lightning_longrl.rl.monitoring import PhaseTimer
 from lightning_longrl.rl.rollout import SamplingConfig
-from lightning_longrl.stages.grpo import DynamicSamplingConfig, GRPOModule, UpdateConfig
+from lightning_longrl.stages.grpo import DynamicSamplingConfig, UpdateConfig
+
 from helpers import PARITY_REWARDS, MetricsRecorder, SaveEveryBatch, grpo_run
 
 REQUIRED_METRICS = [
@@ -32,7 +33,7 @@ class GroupCapture(L.Callback):
         groups = pl_module.last_groups
         rows = list(range(groups.num_groups * groups.group_size))
         with torch.no_grad():
-            now = pl_module._scores(pl_module.model, groups, rows, "policy", PhaseTimer())[0]
+            now = pl_module.scorer.score(pl_module.model, groups, rows, "policy", PhaseTimer())[0]
         self.before.append({"groups": groups, "old": groups.rollout_logprobs.clone()})
         self.after.append(now)
 
@@ -89,10 +90,11 @@ def test_grpo_run_logs_everything_and_changes_the_policy(tmp_path, tiny_checkpoi
     assert "reward/total_mean" in events.Tags()["scalars"]
 
 
-def _one_step_counts(tmp_path, checkpoint, synth_dir, enabled: bool):
+def _one_step_counts(tmp_path, checkpoint, synth_dir, enabled: bool, old_policy_pass: str = "always"):
     trainer, module, data = grpo_run(
         tmp_path, checkpoint, synth_dir, max_steps=1,
-        module_kwargs={"embedding_cache": EmbeddingCacheConfig(enabled=enabled)},
+        module_kwargs={"embedding_cache": EmbeddingCacheConfig(enabled=enabled),
+                       "update": UpdateConfig(old_policy_pass=old_policy_pass)},
     )
     trainer.fit(module, data)
     return {k: float(trainer.callback_metrics[k]) for k in ("vision/encoder_calls", "vision/encoded_videos")}
@@ -106,6 +108,32 @@ def test_cache_encodes_each_video_once_per_step(tmp_path, tiny_checkpoints, synt
     assert on == {"vision/encoder_calls": 1, "vision/encoded_videos": b}
     # off: every rollout (G), the old-policy, reference and update passes each encode the batch again
     assert off == {"vision/encoder_calls": g + 3, "vision/encoded_videos": b * (g + 3)}
+    # one epoch of one mini-batch: the old-policy pass is provably the update's own, and skipped
+    skipped = _one_step_counts(tmp_path / "auto", checkpoint, synth_dir, False, "auto")
+    assert skipped == {"vision/encoder_calls": g + 2, "vision/encoded_videos": b * (g + 2)}
+
+
+def test_skipped_old_policy_pass_trains_exactly_as_a_separate_pass(tmp_path, tiny_checkpoints, synth_dir):
+    """With one epoch of one mini-batch the old policy is the current one: taking the update's
+    detached log-probs as the old ones (ratio exactly 1) gives the same weights as a separate pass."""
+    weights, logged = [], []
+    for mode in ("always", "auto"):
+        recorder = MetricsRecorder()
+        trainer, module, data = grpo_run(
+            tmp_path / mode, tiny_checkpoints["qwen2_5_vl"], synth_dir, max_steps=2,
+            module_kwargs={"rewards": PARITY_REWARDS, "update": UpdateConfig(old_policy_pass=mode),
+                           "optimizer": lambda p: torch.optim.SGD(p, lr=0.5)},
+            trainer_kwargs={"callbacks": [recorder]},
+        )
+        trainer.fit(module, data)
+        weights.append({n: p.detach().clone() for n, p in module.model.named_parameters()})
+        logged.append(recorder.steps)
+    assert all("time/old_policy" in step for step in logged[0]) and not any("time/old_policy" in step for step in logged[1])
+    assert any(step["policy/grad_norm"] > 0 for step in logged[0])
+    for name, value in weights[0].items():
+        assert torch.allclose(value, weights[1][name], atol=1e-6, rtol=0), name
+    for key in ("policy/loss", "policy/kl", "rollout/logprob_diff_max"):
+        assert [s[key] for s in logged[0]] == pytest.approx([s[key] for s in logged[1]], abs=1e-6), key
 
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
@@ -123,7 +151,7 @@ def test_logprobs_with_cache_equal_logprobs_without(tmp_path, tiny_checkpoints, 
             module.cache.config.enabled = cached  # off: re-encode the pixels for this pass
             module.update_config.shared_prefill = shared
             with torch.no_grad():
-                scores[cached, shared] = module._scores(module.model, groups, rows, "policy", PhaseTimer(), entropy=True)
+                scores[cached, shared] = module.scorer.score(module.model, groups, rows, "policy", PhaseTimer(), entropy=True)
     assert groups.response_mask.sum() > 10
     reference, reference_entropy = scores[False, False]
     for key, (logprobs, entropy) in scores.items():
@@ -143,7 +171,7 @@ def test_shared_prefill_gradients_equal_full_sequence_gradients(tmp_path, tiny_c
     for shared in (False, True):
         module.update_config.shared_prefill = shared
         module.model.zero_grad(set_to_none=True)
-        logprobs, _ = module._scores(module.model, groups, rows, "policy", PhaseTimer(), grad=False)
+        logprobs, _ = module.scorer.score(module.model, groups, rows, "policy", PhaseTimer(), grad=False)
         (logprobs * weights * groups.response_mask).sum().backward()
         grads.append({n: p.grad.clone() for n, p in module.model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
@@ -162,15 +190,17 @@ def _two_question_dataset(synth_dir, out):
     return out
 
 
-def _train_cache_run(tmp_path, checkpoint, synth_dir, freeze_vision: bool, mode: str):
-    callback = EmbeddingCacheInvalidation(mode)
+def _train_cache_run(tmp_path, checkpoint, synth_dir, freeze_vision: bool, mode: str | None):
+    """Two steps on the same batch; ``mode None``: no invalidation callback configured."""
+    callback = EmbeddingCacheInvalidation(mode) if mode is not None else None
     recorder = MetricsRecorder()
     data_dir = _two_question_dataset(synth_dir, tmp_path / "data")
     trainer, module, data = grpo_run(
         tmp_path, checkpoint, data_dir, max_steps=2,
         module_kwargs={"model": ModelConfig(path=str(checkpoint), freeze_vision=freeze_vision), "rewards": PARITY_REWARDS,
                        "optimizer": lambda p: torch.optim.SGD(p, lr=0.5)},
-        trainer_kwargs={"callbacks": [callback, recorder], "limit_train_batches": 1, "max_epochs": 2},
+        trainer_kwargs={"callbacks": [c for c in (callback, recorder) if c is not None], "limit_train_batches": 1,
+                        "max_epochs": 2},
     )
     trainer.fit(module, data)
     return trainer, module, data, callback, recorder
@@ -208,6 +238,16 @@ def test_trainable_vision_invalidates_after_every_optimizer_step(tmp_path, tiny_
     assert not _fresh_embeddings_match_cache(module2, data2), "without invalidation the cache serves stale embeddings"
 
 
+def test_trainable_vision_adds_the_invalidation_callback_itself(tmp_path, tiny_checkpoints, synth_dir):
+    """Nobody configured EmbeddingCacheInvalidation: the module adds it, so the cache cannot go stale."""
+    trainer, module, data, _, recorder = _train_cache_run(tmp_path, tiny_checkpoints["qwen2_5_vl"], synth_dir, False, None)
+    added = [c for c in trainer.callbacks if isinstance(c, EmbeddingCacheInvalidation)]
+    assert len(added) == 1 and added[0].active and added[0].invalidations == 2
+    assert [s["vision/encoded_videos"] for s in recorder.steps] == [6.0, 4.0]  # step 2 encodes again
+    frozen, *_ = _train_cache_run(tmp_path / "frozen", tiny_checkpoints["qwen2_5_vl"], synth_dir, True, None)
+    assert not any(isinstance(c, EmbeddingCacheInvalidation) for c in frozen.callbacks)
+
+
 def _resume_run(tmp_path, checkpoint, synth_dir, max_steps, ckpt_path=None, dynamic=False):
     recorder = MetricsRecorder()
     saver = SaveEveryBatch(tmp_path / "ckpt")
@@ -237,6 +277,7 @@ def _checkpoint_to_resume(folder, dynamic: bool):
     raise AssertionError("no checkpoint with a non-empty dynamic-sampling buffer; the test does not exercise it")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dynamic", [False, True], ids=["plain", "dynamic_sampling"])
 def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_checkpoints, synth_dir, dynamic):
     checkpoint = tiny_checkpoints["qwen2_vl"]
@@ -252,3 +293,13 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_checkpoints, synth
         assert keys == sorted(k for k in b if not k.startswith("time/"))
         bad = {key: (a[key], b[key]) for key in keys if b[key] != pytest.approx(a[key], rel=1e-5, abs=1e-6)}
         assert not bad, str(bad)
+
+
+def test_thumbnail_grid_tiles_evenly_spaced_frames_row_by_row():
+    from lightning_longrl.rl.monitoring import thumbnail_grid
+
+    frames = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 2, 3, 3).contiguous()  # frame i is all i
+    grid = thumbnail_grid(frames, max_frames=5, columns=2)  # frames 0, 5, 10, 14, 19 in 3 rows of 2
+    assert grid.shape == (3, 3 * 2, 2 * 3) and grid.dtype == torch.uint8
+    cells = [[int(grid[0, r * 2, c * 3]) for c in range(2)] for r in range(3)]
+    assert cells == [[0, 5], [10, 14], [19, 0]]  # the empty last cell stays black

@@ -5,7 +5,10 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow  # multi-process, notebook or end-to-end runs: not in the fast lane
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

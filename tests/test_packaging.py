@@ -5,6 +5,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # multi-process, notebook or end-to-end runs: not in the fast lane
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_PACKAGES = sorted(
     str(p.parent.relative_to(REPO)) for p in REPO.glob("lightning_longrl/**/__init__.py")

@@ -1,9 +1,10 @@
 """MR-SP building blocks on 2 and 4 CPU processes (gloo): parallel video encoding and
 sequence-parallel prefill (Ulysses attention) match the single-process computation.
 
-Covered: Qwen2-VL, Qwen2.5-VL and Qwen3-VL (deepstack features split with the sequence), an odd sequence length (padding to a multiple of the group), frame counts that do not
-divide over the group (padded, then dropped), a group larger than the number of KV heads
-(replicated), and two data-parallel groups of two sequence-parallel ranks.
+Covered: Qwen2-VL, Qwen2.5-VL and Qwen3-VL (deepstack features split with the sequence), an odd
+sequence length (padding to a multiple of the group), frame counts that do not divide over the
+group (padded, then dropped), a group larger than the number of KV heads (replicated), and two
+data-parallel groups of two sequence-parallel ranks.
 """
 
 import json
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port
+
+pytestmark = pytest.mark.slow  # multi-process, notebook or end-to-end runs: not in the fast lane
 
 SCRIPT = Path(__file__).with_name("sp_check.py")
 

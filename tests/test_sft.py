@@ -5,6 +5,7 @@ import torch
 from lightning_longrl import SFTModule
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.stages.optim import LRSchedule
+
 from helpers import sft_run
 
 

@@ -171,7 +171,7 @@ def test_imperfect_teacher_rewrites_only_training_traces(tmp_path):
 def test_tiny_model_rotary_settings_are_validated_and_saved(tmp_path):
     import json as _json
 
-    from lightning_longrl.models.tiny import TinyModelSpec, create_tiny_checkpoint
+    from lightning_longrl.synth.tiny_model import TinyModelSpec, create_tiny_checkpoint
 
     with pytest.raises(ValueError, match="mrope_section"):
         TinyModelSpec(hidden_size=128, num_heads=4, mrope_section=[8, 4, 2])

@@ -81,7 +81,7 @@ def test_falls_back_to_pyav_when_decord_cannot_decode(tmp_path):
         pytest.skip(f"this PyAV build cannot write AV1: {err}")
     import decord
 
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - decord raises its own DECORDError (or a RuntimeError)
         decord.VideoReader(str(path)).get_batch([0]).asnumpy()  # decord's FFmpeg has no AV1 decoder
     clip = read_video(path, FrameSampling(num_frames=8, max_pixels=64 * 64))
     assert clip.backend == "pyav"
@@ -104,7 +104,8 @@ def test_chunked_decoding_gives_the_same_frames(counter_video):
     assert video_io._chunk_len(64, 64, FrameSampling(chunk_bytes=3 * 64 * 64 * 3)) == 3
 
 
-@pytest.mark.parametrize(("hw", "budget", "multiple"), [((1080, 1920), 448 * 448, 28), ((64, 64), 56 * 56, 28), ((100, 40), 32 * 32 * 4, 32)])
+@pytest.mark.parametrize(("hw", "budget", "multiple"),
+                         [((1080, 1920), 448 * 448, 28), ((64, 64), 56 * 56, 28), ((100, 40), 32 * 32 * 4, 32)])
 def test_frame_size_fits_budget_and_multiple(hw, budget, multiple):
     sampling = FrameSampling(max_pixels=budget, min_pixels=multiple**2, size_multiple=multiple)
     h, w = fit_frame_size(*hw, sampling)

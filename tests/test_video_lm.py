@@ -6,9 +6,9 @@ import torch
 from lightning_longrl.data.collate import IGNORE_INDEX, VideoQACollator
 from lightning_longrl.data.dataset import VideoQADataset
 from lightning_longrl.data.video import FrameSampling
-from lightning_longrl.models.tiny import ARCHITECTURES
+from lightning_longrl.inference.batch_ops import embed_batch
 from lightning_longrl.models.video_lm import VideoEmbeddings, VideoLanguageModel
-from lightning_longrl.stages.batch_ops import embed_batch
+from lightning_longrl.synth.tiny_model import ARCHITECTURES
 
 TOL = 1e-5
 

@@ -18,6 +18,8 @@ from lightning_longrl.models.config import ModelConfig
 from lightning_longrl.rl.vllm_engine import VLLMConfig, VLLMRolloutEngine
 from lightning_longrl.stages.grpo import GRPOModule
 
+pytestmark = pytest.mark.slow  # multi-process, notebook or end-to-end runs: not in the fast lane
+
 HERE = Path(__file__).parent
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
+from lightning_longrl.parallel.weights import full_weights, is_sharded
+
 from helpers import free_port
-from lightning_longrl.rl.weights import full_weights, is_sharded
 
 
 def test_unsharded_weights_are_the_parameters_themselves(loaded_models):

@@ -19,9 +19,9 @@ from lightning_longrl.data.collate import VideoQACollator
 from lightning_longrl.data.dataset import VideoQADataset
 from lightning_longrl.data.video import FrameSampling
 from lightning_longrl.models.video_lm import VideoLanguageModel
+from lightning_longrl.parallel.weights import full_weights
 from lightning_longrl.rl.rollout import RolloutRequest, SamplingConfig
 from lightning_longrl.rl.vllm_engine import VLLMConfig, VLLMRolloutEngine
-from lightning_longrl.rl.weights import full_weights
 
 checkpoint, synth_dir = sys.argv[1], sys.argv[2]
 torch.manual_seed(0)

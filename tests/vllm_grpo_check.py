@@ -16,9 +16,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from helpers import LEARNABLE_REWARDS, PARITY_REWARDS, MetricsRecorder, SaveEveryBatch, grpo_run  # noqa: E402 (tests/ is on sys.path)
 from lightning_longrl.callbacks import VLLMWeightSync
 from lightning_longrl.rl.rollout import SamplingConfig
+
+from helpers import LEARNABLE_REWARDS, PARITY_REWARDS, MetricsRecorder, SaveEveryBatch, grpo_run  # noqa: E402 (tests/ is on sys.path)
 
 
 def run(out: Path, engine: str, max_steps: int, rewards, lr: float, callbacks=(), ckpt_path=None,

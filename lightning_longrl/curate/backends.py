@@ -11,16 +11,10 @@ that ended its attempts; failed requests are not stored, so a rerun tries them a
 from __future__ import annotations
 
 import base64
-import http.client
 import io
-import json
 import logging
 import os
-import random
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,9 +46,9 @@ class BackendConfig:
     concurrency: int = 4
     """``openai``: requests in flight at once."""
     retries: int = 3
-    """``openai``: further attempts after a failed request (connection errors, timeouts, HTTP 429 and 5xx)."""
-    backoff_s: float = 1.0
-    """``openai``: first wait before a retry; doubled (with jitter) on each further attempt."""
+    """``openai``: further attempts after a failed request (connection errors, timeouts, HTTP 408,
+    409, 429 and 5xx), made by the ``openai`` SDK with exponential backoff from 0.5 s (or the
+    server's ``Retry-After``)."""
     timeout_s: float = 120.0
     """``openai``: limit of one request."""
     batch_size: int = 8
@@ -257,59 +251,56 @@ class VLLMBackend(Backend):
 
 # ------------------------------------------------------------------------------------ HTTP
 class OpenAIBackend(Backend):
-    """An OpenAI-compatible ``/chat/completions`` endpoint, with bounded concurrency, retries with
-    exponential backoff and a timeout per request."""
-
-    RETRY_STATUS = (408, 409, 425, 429, 500, 502, 503, 504)
+    """An OpenAI-compatible ``/chat/completions`` endpoint through the ``openai`` SDK (its retries
+    with backoff, its time-outs, structured outputs via ``response_format``), with bounded
+    concurrency. Without ``api_key_env`` the placeholder key ``EMPTY`` is sent (servers started
+    without a key, such as vLLM's by default, ignore it)."""
 
     def __init__(self, config: BackendConfig) -> None:
+        import httpx
+        from openai import OpenAI
+
         self.config = config
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
-        self.key = None
+        key = None
         if config.api_key_env is not None:
-            self.key = os.environ.get(config.api_key_env)
-            if not self.key:
+            key = os.environ.get(config.api_key_env)
+            if not key:
                 raise ValueError(f"openai backend: the environment variable {config.api_key_env} (api_key_env) is not set")
         self.attempts = 0  # HTTP requests sent, retries included
         self._lock = threading.Lock()
+
+        def count(_request: httpx.Request) -> None:
+            with self._lock:
+                self.attempts += 1
+
+        self.client = OpenAI(base_url=config.base_url, api_key=key or "EMPTY", max_retries=config.retries,
+                             timeout=config.timeout_s,
+                             http_client=httpx.Client(timeout=config.timeout_s, event_hooks={"request": [count]}))
 
     def generate(self, requests: Sequence[Request]) -> list[str | BackendError]:
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             return list(pool.map(self._one, requests))
 
     def _one(self, request: Request) -> str | BackendError:
-        payload: dict[str, Any] = {"model": self.config.model, "messages": openai_messages(request),
-                                   "max_tokens": self.config.max_new_tokens, "temperature": self.config.temperature,
-                                   "seed": self.config.seed}
+        import openai
+
+        kwargs: dict[str, Any] = {"model": self.config.model, "messages": openai_messages(request),
+                                  "max_tokens": self.config.max_new_tokens, "temperature": self.config.temperature,
+                                  "seed": self.config.seed}
         if self.config.json_schema and request.schema is not None:
-            payload["response_format"] = {"type": "json_schema",
-                                          "json_schema": {"name": "record", "schema": request.schema, "strict": True}}
-        body = json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        last = "no attempt"
-        for attempt in range(self.config.retries + 1):
-            if attempt:
-                time.sleep(self.config.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
-            with self._lock:
-                self.attempts += 1
-            try:
-                with urllib.request.urlopen(urllib.request.Request(self.url, body, headers),
-                                            timeout=self.config.timeout_s) as response:
-                    reply = json.loads(response.read())
-                content = reply["choices"][0]["message"].get("content") or ""
-                if isinstance(content, list):  # some servers return content parts
-                    content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-                return content.strip()
-            except urllib.error.HTTPError as err:
-                last = f"HTTP {err.code}: {err.read()[:300].decode(errors='replace')}"
-                if err.code not in self.RETRY_STATUS:
-                    break
-            except (OSError, http.client.HTTPException) as err:  # connection, timeout, TLS, cut-off reply: retried
-                last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
-            except Exception as err:  # noqa: BLE001 - a reply of another shape: reported, not retried
-                last = f"unexpected reply ({type(err).__name__}: {err})"
-                break
-        log.warning("%s: request failed after %d attempt(s): %s", self.name, attempt + 1, last)
+            kwargs["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "record", "schema": request.schema, "strict": True}}
+        try:
+            reply = self.client.chat.completions.create(**kwargs)
+            return (reply.choices[0].message.content or "").strip()
+        except openai.APIStatusError as err:  # retried first when the status allows it
+            last = f"HTTP {err.status_code}: {str(err.message)[:300]}"
+        except openai.APIConnectionError as err:  # connection refused or cut, time-out: retried first
+            last = f"{type(err).__name__}: {err.__cause__ or err}"
+        except Exception as err:  # noqa: BLE001 - a reply of another shape: reported, not retried
+            last = f"unexpected reply ({type(err).__name__}: {err})"
+        log.warning("%s: request failed: %s (HTTP requests sent so far: %d)", self.name, last, self.attempts)
         return BackendError(last)
+
+    def close(self) -> None:
+        self.client.close()

@@ -24,11 +24,12 @@ from lightning_longrl.data.jsonl_store import JSONLStore
 from lightning_longrl.data.records import read_records
 from lightning_longrl.data.video import FrameSampling
 from lightning_longrl.eval.plot import bar_chart
-from lightning_longrl.eval.runner import load_inference_model, prediction_row, question_loader
+from lightning_longrl.inference.answers import prediction_row
+from lightning_longrl.inference.batch_ops import sample_responses
+from lightning_longrl.inference.loading import load_inference_model, question_loader
 from lightning_longrl.models.video_lm import AttnImplementation, Dtype
 from lightning_longrl.rl.rollout import SamplingConfig, build_engine
 from lightning_longrl.rl.vllm_engine import VLLMConfig
-from lightning_longrl.stages.batch_ops import sample_responses
 
 LABELS = ("easy", "medium", "hard")
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_longrl.eval.plot import line_chart
-from lightning_longrl.eval.runner import EvalConfig, EvalResult, evaluate, load_inference_model
+from lightning_longrl.eval.runner import EvalConfig, EvalResult, evaluate
+from lightning_longrl.inference.loading import load_inference_model
 from lightning_longrl.rl.rollout import build_engine
 
 

@@ -10,32 +10,26 @@ its batch is done, so an interrupted run loses at most one batch: a rerun with t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lightning_longrl.data.collate import VideoBatch, VideoQACollator
-from lightning_longrl.data.dataset import VideoQADataset
 from lightning_longrl.data.jsonl_store import JSONLStore, read_jsonl_rows
-from lightning_longrl.data.prompts import parse_response
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.data.video import FrameSampling
 from lightning_longrl.eval.formats import BenchmarkFormat, category_order, load_benchmark
-from lightning_longrl.eval.metrics import BenchmarkMetrics
-from lightning_longrl.models.config import ModelConfig, load_model
+from lightning_longrl.inference.answers import answer_questions, unreadable_row
+from lightning_longrl.inference.loading import load_inference_model, question_loader
+from lightning_longrl.inference.metrics import BenchmarkMetrics
 from lightning_longrl.models.video_lm import AttnImplementation, Dtype, VideoLanguageModel
 from lightning_longrl.rl.rollout import RolloutEngine, SamplingConfig, build_engine
 from lightning_longrl.rl.vllm_engine import VLLMConfig
-from lightning_longrl.stages.batch_ops import sample_responses, score_answer
 
 log = logging.getLogger(__name__)
 
@@ -155,29 +149,6 @@ def _answer_pending(config: EvalConfig, model: VideoLanguageModel | None, engine
             engine.close()
 
 
-def resolve_device(device: str) -> str:
-    """``auto``: CUDA when available, else CPU."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-def load_inference_model(path: str, dtype: Dtype, attn_implementation: AttnImplementation, device: str) -> VideoLanguageModel:
-    """A model for answering questions (eval, frame scaling, the difficulty filter), in eval mode."""
-    model = load_model(ModelConfig(path=path, dtype=dtype, attn_implementation=attn_implementation))
-    return model.to(resolve_device(device)).eval()
-
-
-def question_loader(model: VideoLanguageModel, records: list[VideoQARecord], data_file: str | Path,
-                    video_root: str | None, sampling: FrameSampling, think: bool, include_subtitles: bool,
-                    batch_size: int, num_workers: int) -> DataLoader:
-    """Prompt-mode batches of ``records`` (in order), frames decoded in ``num_workers`` workers at
-    the model's frame-size multiple; relative videos resolve against ``video_root`` or the file's folder."""
-    data_file = Path(data_file)
-    sampling = dataclasses.replace(sampling, size_multiple=model.frame_size_multiple)
-    dataset = VideoQADataset.from_records(records, sampling, video_root or data_file.parent, data_file)
-    collate = VideoQACollator(model.processor, mode="prompt", think=think, include_subtitles=include_subtitles)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
-
-
 def _answer(config: EvalConfig, model: VideoLanguageModel, engine: RolloutEngine, pending: list[VideoQARecord],
             store: JSONLStore, already: int) -> int:
     frames = FrameSampling(num_frames=config.num_frames, fps=config.fps, max_frames=config.max_frames,
@@ -193,7 +164,7 @@ def _answer(config: EvalConfig, model: VideoLanguageModel, engine: RolloutEngine
     bar = tqdm(total=len(pending) + already, initial=already, desc="eval", unit="question", disable=not config.progress,
                dynamic_ncols=True)
     for batch in loader:
-        rows = [_unreadable_row(by_id[rid], reason) for rid, reason in batch.skipped]
+        rows = [unreadable_row(by_id[rid], reason) for rid, reason in batch.skipped]
         if len(batch):
             rows += answer_questions(model, engine, batch.to(device), generation, generator, config.think)
         for row in rows:
@@ -202,45 +173,6 @@ def _answer(config: EvalConfig, model: VideoLanguageModel, engine: RolloutEngine
         bar.update(len(rows))
     bar.close()
     return answered
-
-
-def answer_questions(model: VideoLanguageModel, engine: RolloutEngine, batch: VideoBatch, sampling: SamplingConfig,
-                     generator: torch.Generator | None = None, think: bool = True) -> list[dict[str, Any]]:
-    """One response per question of a prompt batch, parsed and scored, as prediction rows."""
-    responses = sample_responses(model, engine, batch, sampling, generator)
-    return [prediction_row(record, response, frames, think)
-            for record, response, frames in zip(batch.records, responses, batch.num_frames, strict=True)]
-
-
-def prediction_row(record: VideoQARecord, response: str, frames: int | None = None, think: bool = True) -> dict[str, Any]:
-    """A response parsed and scored.
-
-    The answer inside ``<answer>`` is compared with the record's (an option letter, or the
-    option's text, for multiple choice). ``well_formed``: in reasoning mode the
-    ``<think>...</think><answer>...</answer>`` check; in direct mode a single ``<answer>`` block
-    and nothing else. A malformed response can still be correct when exactly one non-empty
-    answer block names the right option; in direct mode a response without tags is taken as the
-    answer itself (``"B"``, ``"B. the kitchen"``), as models not trained on the tags answer.
-    """
-    parsed = parse_response(response)
-    answer, well_formed = parsed.answer, parsed.well_formed
-    if not think:
-        direct = _DIRECT.fullmatch(response)
-        well_formed = bool(direct and direct.group(1).strip())
-        if answer is None and "<answer>" not in response and "</answer>" not in response and response.strip():
-            answer = response.strip()
-    prediction, correct = score_answer(record, answer)
-    return {"id": record.id, "category": record.category, "response": response, "prediction": prediction,
-            "answer": record.answer, "correct": correct, "well_formed": well_formed, "frames": frames,
-            "unreadable": False}
-
-
-_DIRECT = re.compile(r"\s*<answer>([^<]*)</answer>\s*")
-
-
-def _unreadable_row(record: VideoQARecord, reason: str) -> dict[str, Any]:
-    return {"id": record.id, "category": record.category, "answer": record.answer, "correct": False,
-            "well_formed": False, "unreadable": True, "error": reason}
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, Any]]:

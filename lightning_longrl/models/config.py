@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from lightning_longrl.models.video_lm import AttnImplementation, Dtype, VideoLanguageModel, check_checkpoint_folder
@@ -30,14 +32,25 @@ def load_processor(config: ModelConfig):
     return AutoProcessor.from_pretrained(check_checkpoint_folder(config.path), local_files_only=True)
 
 
-def load_model(config: ModelConfig, processor=None) -> VideoLanguageModel:
-    """Load the model of ``config`` with its trainable parts set up."""
+CheckpointContexts = Callable[[], tuple[AbstractContextManager, AbstractContextManager]]
+
+
+def load_model(config: ModelConfig, processor=None, checkpoint_contexts: CheckpointContexts | None = None) -> VideoLanguageModel:
+    """Load the model of ``config`` with its trainable parts set up.
+
+    Args:
+        config: the checkpoint and how to train it.
+        processor: its processor, when already loaded.
+        checkpoint_contexts: ``context_fn`` of non-reentrant activation checkpointing (the
+            training stages pass :func:`lightning_longrl.parallel.ulysses.checkpoint_contexts`, so
+            recomputation runs under the sequence-parallel attention of its forward).
+    """
     model = VideoLanguageModel.from_pretrained(config.path, config.dtype, config.attn_implementation, processor)
     if config.freeze_vision:
         model.vision_tower.requires_grad_(False)
     if config.gradient_checkpointing:
-        from lightning_longrl.parallel.ulysses import checkpoint_contexts  # recomputation under sequence parallelism
-
-        model.hf.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": checkpoint_contexts})
+        kwargs = {"use_reentrant": False}
+        if checkpoint_contexts is not None:
+            kwargs["context_fn"] = checkpoint_contexts
+        model.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model.train()  # from_pretrained returns eval mode; a training stage switches to eval where it needs

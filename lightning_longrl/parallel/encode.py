@@ -11,7 +11,6 @@ and what it produced is dropped after the gather.
 
 from __future__ import annotations
 
-
 import torch
 import torch.distributed as dist
 from torch import Tensor

@@ -1,7 +1,7 @@
 """``MRSPStrategy``: data parallelism over groups of sequence-parallel ranks (MR-SP).
 
-The world of ``N`` processes is split into ``N / sp_size`` data-parallel groups of ``sp_size``
-consecutive ranks. Every rank of a sequence-parallel group receives the same batches (the
+The world of ``N`` processes is a ``(dp, sp)`` device mesh: ``N / sp_size`` data-parallel groups of
+``sp_size`` consecutive ranks. Every rank of a sequence-parallel group receives the same batches (the
 distributed sampler runs over the data-parallel dimension only); within the group, a video's
 frames are encoded in parallel and the prefill runs sequence-parallel (see
 :mod:`lightning_longrl.parallel`). Gradients are averaged over the whole world as in DDP: every
@@ -27,8 +27,9 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.nn import Module
 from torch.optim import Optimizer
+from typing_extensions import override
 
-from lightning_longrl.rl.weights import is_sharded
+from lightning_longrl.parallel.weights import is_sharded
 
 
 class MRSPStrategy(DDPStrategy):
@@ -39,30 +40,38 @@ class MRSPStrategy(DDPStrategy):
         shard_weights: shard parameters, gradients and optimizer state over all ranks with FSDP2
             instead of replicating them, so that 7B models fit (see :func:`shard_model`);
             checkpoints still hold full tensors.
+        bucket_mb: size of the buckets in which the replicated (vision-tower) gradients are
+            averaged when the weights are sharded.
         **kwargs: passed on to :class:`~lightning.pytorch.strategies.DDPStrategy`.
     """
 
     strategy_name = "mrsp"
 
-    def __init__(self, sp_size: int = 1, shard_weights: bool = False, **kwargs: Any) -> None:
+    def __init__(self, sp_size: int = 1, shard_weights: bool = False, bucket_mb: float = 25.0, **kwargs: Any) -> None:
         if sp_size < 1:
             raise ValueError(f"MRSPStrategy sp_size must be >= 1, got {sp_size}")
+        if not bucket_mb > 0:
+            raise ValueError(f"MRSPStrategy bucket_mb must be > 0, got {bucket_mb}")
         super().__init__(**kwargs)
         self.sp_size = sp_size
         self.shard_weights = shard_weights
+        self.bucket_bytes = int(bucket_mb * 2**20)
+        self.device_mesh = None  # the (dp, sp) DeviceMesh, built in setup_distributed
         self._sp_group: dist.ProcessGroup | None = None
 
+    @override
     def setup_distributed(self) -> None:
         super().setup_distributed()
         world = self.world_size
         if world % self.sp_size:
             raise ValueError(f"MRSPStrategy: sp_size={self.sp_size} does not divide the {world} processes "
                              f"(devices x num_nodes)")
-        # every rank creates every group, in the same order (a requirement of new_group)
-        for start in range(0, world, self.sp_size):
-            group = dist.new_group(list(range(start, start + self.sp_size)))
-            if start <= self.global_rank < start + self.sp_size:
-                self._sp_group = group
+        from torch.distributed.device_mesh import init_device_mesh
+
+        # rows: data-parallel replicas; columns: the consecutive ranks of one sequence-parallel group
+        self.device_mesh = init_device_mesh(self.root_device.type, (world // self.sp_size, self.sp_size),
+                                            mesh_dim_names=("dp", "sp"))
+        self._sp_group = self.device_mesh.get_group("sp")
 
     @property
     def sp_group(self) -> dist.ProcessGroup | None:
@@ -82,6 +91,7 @@ class MRSPStrategy(DDPStrategy):
         return self.global_rank // self.sp_size
 
     @property
+    @override
     def distributed_sampler_kwargs(self) -> dict[str, int]:
         """Shard data over the data-parallel groups only: a group's ranks see the same samples."""
         return {"num_replicas": self.dp_size, "rank": self.dp_rank}
@@ -92,6 +102,7 @@ class MRSPStrategy(DDPStrategy):
         trainer = self.lightning_module.trainer if self.lightning_module is not None else None
         return self.shard_weights and trainer is not None and trainer.state.fn == TrainerFn.FITTING
 
+    @override
     def model_to_device(self) -> None:
         if not self._sharding():
             return super().model_to_device()
@@ -99,20 +110,26 @@ class MRSPStrategy(DDPStrategy):
         # there); the module's own device property is updated here
         _update_properties(self.model, device=self.root_device)
 
+    @override
     def configure_ddp(self) -> None:
         if not self._sharding():
             return super().configure_ddp()
         self.model = shard_model(self.model, self.root_device, self.world_size)
         self._replicated = [p for p in self.model.parameters() if not is_dtensor(p) and p.requires_grad]
 
+    @override
     def post_backward(self, closure_loss: torch.Tensor) -> None:
         """Average the gradients of the replicated (vision-tower) parameters over the world, as DDP would."""
         super().post_backward(closure_loss)
-        for param in getattr(self, "_replicated", ()):
-            if param.grad is not None:
-                dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
-                param.grad /= self.world_size
+        grads = [p.grad for p in getattr(self, "_replicated", ()) if p.grad is not None]
+        for bucket in gradient_buckets(grads, self.bucket_bytes):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= self.world_size
+            for grad, part in zip(bucket, flat.split([g.numel() for g in bucket])):
+                grad.copy_(part.view_as(grad))
 
+    @override
     def lightning_module_state_dict(self) -> dict[str, Any]:
         """Full tensors when the weights are sharded (a collective: every rank gathers them)."""
         if not is_sharded(self.lightning_module):
@@ -122,6 +139,7 @@ class MRSPStrategy(DDPStrategy):
         return get_model_state_dict(self.lightning_module,
                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
+    @override
     def load_model_state_dict(self, checkpoint: Mapping[str, Any], strict: bool = True) -> None:
         if not is_sharded(self.lightning_module):  # checkpoints are restored before sharding
             return super().load_model_state_dict(checkpoint, strict)
@@ -130,6 +148,7 @@ class MRSPStrategy(DDPStrategy):
         set_model_state_dict(self.lightning_module, checkpoint["state_dict"],
                              options=StateDictOptions(full_state_dict=True, strict=strict))
 
+    @override
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         """The full optimizer state when sharded (a collective), so checkpoints do not depend on the world size."""
         if not is_sharded(self.lightning_module):
@@ -140,6 +159,7 @@ class MRSPStrategy(DDPStrategy):
         return get_optimizer_state_dict(self.lightning_module, optimizer,
                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
+    @override
     def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
         if not is_sharded(self.lightning_module):
             return super().load_optimizer_state_dict(checkpoint)
@@ -193,6 +213,22 @@ def _shard_units(vlm: Any) -> list[Module | list[Module]]:
     embed, head = vlm.language_model.get_input_embeddings(), vlm.hf.lm_head
     tied = embed.weight is head.weight
     return units + [[embed, head] if tied else embed] + ([] if tied else [head]) + [vlm.language_model]
+
+
+def gradient_buckets(grads: list[torch.Tensor], bucket_bytes: int) -> list[list[torch.Tensor]]:
+    """``grads`` in order, in buckets of one dtype and device of at most ``bucket_bytes`` (a tensor
+    larger than that is a bucket of its own): one all-reduce per bucket instead of per tensor."""
+    buckets: list[list[torch.Tensor]] = []
+    size = 0
+    for grad in grads:
+        nbytes = grad.numel() * grad.element_size()
+        last = buckets[-1][-1] if buckets else None
+        if last is None or size + nbytes > bucket_bytes or (last.dtype, last.device) != (grad.dtype, grad.device):
+            buckets.append([])
+            size = 0
+        buckets[-1].append(grad)
+        size += nbytes
+    return buckets
 
 
 def is_dtensor(tensor: torch.Tensor) -> bool:

@@ -65,15 +65,10 @@ def frames_from_patches(
 
 def thumbnail_grid(frames: Tensor, max_frames: int = 16, columns: int = 8) -> Tensor:
     """Up to ``max_frames`` evenly spaced frames ``[F, H, W, 3]`` tiled into one ``[3, H', W']``
-    uint8 image (TensorBoard's CHW layout)."""
+    uint8 image (TensorBoard's CHW layout), ``columns`` per row, with no border."""
+    from torchvision.utils import make_grid
+
     count = frames.shape[0]
     picks = torch.linspace(0, count - 1, steps=min(max_frames, count)).round().long()
-    chosen = frames[picks]
-    n, h, w, c = chosen.shape
-    cols = min(columns, n)
-    rows = -(-n // cols)
-    canvas = torch.zeros((rows * h, cols * w, c), dtype=torch.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        canvas[r * h : (r + 1) * h, k * w : (k + 1) * w] = chosen[i]
-    return canvas.permute(2, 0, 1)
+    chosen = frames[picks].permute(0, 3, 1, 2)  # [n, 3, H, W]
+    return make_grid(chosen, nrow=min(columns, len(picks)), padding=0)

@@ -126,6 +126,12 @@ class PolicyRolloutEngine(RolloutEngine):
         return cat_generations(parts, self.model.pad_token_id)
 
 
+def decode_responses(model: VideoLanguageModel, generation: Generation) -> list[str]:
+    """The text of each generated row (its generated tokens only, special tokens dropped)."""
+    return [model.tokenizer.decode(tokens[mask].tolist(), skip_special_tokens=True)
+            for tokens, mask in zip(generation.tokens, generation.mask)]
+
+
 def _trim_left(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Drop columns that are padding in every row of a left-padded chunk."""
     start = int((mask.sum(0) == 0).long().cumprod(0).sum())

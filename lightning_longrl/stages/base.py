@@ -11,11 +11,12 @@ import torch
 
 from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.data.records import CATEGORIES
-from lightning_longrl.eval.metrics import BenchmarkMetrics
+from lightning_longrl.inference.answers import answer_batch
+from lightning_longrl.inference.metrics import BenchmarkMetrics
 from lightning_longrl.models.config import ModelConfig, load_model, load_processor
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.parallel.grads import clip_grad_norm
-from lightning_longrl.stages.batch_ops import answer_batch
+from lightning_longrl.parallel.ulysses import checkpoint_contexts
 from lightning_longrl.stages.hparams import portable_hparams
 
 OTHER_CATEGORY = "Other"
@@ -40,7 +41,7 @@ class VideoQAStage(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:
-            self.model = load_model(self.model_config, self.processor)
+            self.model = load_model(self.model_config, self.processor, checkpoint_contexts)
 
     # ----------------------------------------------------------------------------- evaluation
     def evaluate_batch(self, batch: VideoBatch, prefix: str) -> None:
@@ -49,9 +50,9 @@ class VideoQAStage(L.LightningModule):
         if self.eval_metrics is None:
             self.eval_metrics = BenchmarkMetrics(_CATEGORY_SLOTS).to(self.device)
         if len(batch):
-            answered = answer_batch(self.model, batch, self.max_new_tokens)
+            rows = answer_batch(self.model, batch, self.max_new_tokens)
             groups = [r.category if r.category in CATEGORIES else OTHER_CATEGORY for r in batch.records]
-            self.eval_metrics.update(groups, answered.correct, answered.well_formed)
+            self.eval_metrics.update(groups, [row["correct"] for row in rows], [row["well_formed"] for row in rows])
 
     def log_category_accuracy(self, prefix: str) -> None:
         """Log ``{prefix}/accuracy``, ``{prefix}/format_rate`` and ``{prefix}/accuracy/<category>``
@@ -74,11 +75,8 @@ class VideoQAStage(L.LightningModule):
     def predict_step(self, batch: VideoBatch, batch_idx: int) -> list[dict[str, Any]]:
         if len(batch) == 0:
             return []
-        answered = answer_batch(self.model, batch, self.max_new_tokens)
-        return [
-            {"id": r.id, "category": r.category, "response": text, "prediction": pred, "answer": r.answer, "correct": ok}
-            for r, text, pred, ok in zip(batch.records, answered.responses, answered.predictions, answered.correct)
-        ]
+        keys = ("id", "category", "response", "prediction", "answer", "correct")
+        return [{k: row[k] for k in keys} for row in answer_batch(self.model, batch, self.max_new_tokens)]
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Norm clipping that also works when some gradients are FSDP2 shards and some are not

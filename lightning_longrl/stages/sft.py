@@ -9,9 +9,9 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from lightning_longrl.data.collate import VideoBatch
+from lightning_longrl.inference.batch_ops import sft_token_logprobs
 from lightning_longrl.models.config import ModelConfig
 from lightning_longrl.stages.base import VideoQAStage
-from lightning_longrl.stages.batch_ops import sft_token_logprobs
 from lightning_longrl.stages.optim import LRSchedule
 
 

@@ -175,8 +175,12 @@ def _config(spec: TinyModelSpec, tokenizer):
 
 def _processor(arch: Architecture, tokenizer):
     from transformers import (
-        Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor,
-        Qwen3VLProcessor, Qwen3VLVideoProcessor,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
     )
 
     # Small pixel bounds: the data layer already resizes frames to its own per-frame budget.

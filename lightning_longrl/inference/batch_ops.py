@@ -1,20 +1,16 @@
-"""Operations on a :class:`VideoBatch` that several stages share."""
+"""Operations on a :class:`VideoBatch` shared by the training stages, eval and the difficulty filter:
+encoding its videos, embedding its prompts, scoring SFT targets, sampling and decoding responses."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from lightning_longrl.data.collate import IGNORE_INDEX, VideoBatch
-from lightning_longrl.data.prompts import normalize_choice, parse_response
-from lightning_longrl.data.records import VideoQARecord
-from lightning_longrl.models.video_lm import Generation, LMInputs, VideoEmbeddings, VideoLanguageModel
+from lightning_longrl.models.video_lm import LMInputs, VideoEmbeddings, VideoLanguageModel
 from lightning_longrl.parallel.encode import sp_encode_video
 from lightning_longrl.parallel.sequence import score_sequence
-from lightning_longrl.rl.rewards import answers_match
-from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingConfig
+from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingConfig, decode_responses
 
 
 def encode_batch(model: VideoLanguageModel, batch: VideoBatch, sp_group: dist.ProcessGroup | None = None) -> VideoEmbeddings:
@@ -42,32 +38,6 @@ def sft_token_logprobs(model: VideoLanguageModel, batch: VideoBatch,
     return score_sequence(model, inputs, batch.input_ids, mask, sp_group).logprobs, mask
 
 
-@dataclass
-class Answered:
-    """Greedy (or sampled) responses to a batch of questions, parsed and scored."""
-
-    responses: list[str]
-    generation: Generation
-    well_formed: list[bool]
-    predictions: list[str | None]
-    correct: list[bool]
-
-
-def score_answer(record: VideoQARecord, answer: str | None) -> tuple[str | None, bool]:
-    """(normalised prediction, correct?) for a multiple-choice letter or a free-form answer."""
-    if record.is_multiple_choice:
-        prediction = normalize_choice(answer, record.options)
-    else:
-        prediction = answer.strip() if answer else None
-    return prediction, answers_match(answer, record)
-
-
-def decode_responses(model: VideoLanguageModel, generation: Generation) -> list[str]:
-    """The text of each generated row (its generated tokens only, special tokens dropped)."""
-    return [model.tokenizer.decode(tokens[mask].tolist(), skip_special_tokens=True)
-            for tokens, mask in zip(generation.tokens, generation.mask)]
-
-
 @torch.no_grad()
 def sample_responses(model: VideoLanguageModel, engine: RolloutEngine, batch: VideoBatch, sampling: SamplingConfig,
                      generator: torch.Generator | None = None) -> list[str]:
@@ -77,13 +47,3 @@ def sample_responses(model: VideoLanguageModel, engine: RolloutEngine, batch: Vi
     request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts,
                              sampling.num_samples)
     return decode_responses(model, engine.generate(request, sampling, generator))
-
-
-@torch.no_grad()
-def answer_batch(model: VideoLanguageModel, batch: VideoBatch, max_new_tokens: int, greedy: bool = True) -> Answered:
-    """Generate a response per question of a prompt-mode batch and score it against the record."""
-    generation = model.generate(embed_batch(model, batch), max_new_tokens=max_new_tokens, greedy=greedy)
-    texts = decode_responses(model, generation)
-    parsed = [parse_response(t) for t in texts]
-    scored = [score_answer(r, p.answer) for r, p in zip(batch.records, parsed)]
-    return Answered(texts, generation, [p.well_formed for p in parsed], [s[0] for s in scored], [s[1] for s in scored])

@@ -1,0 +1,107 @@
+"""One GRPO trajectory: B questions, each video encoded once (or taken from the embedding cache),
+G responses per question sampled from those embeddings, rewarded, and normalised within each
+group into advantages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from lightning_longrl.data.collate import VideoBatch
+from lightning_longrl.data.records import VideoQARecord
+from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
+from lightning_longrl.parallel.encode import sp_encode_video
+from lightning_longrl.rl.advantages import group_advantages
+from lightning_longrl.rl.embedding_cache import VideoEmbeddingCache
+from lightning_longrl.rl.groups import RolloutGroups
+from lightning_longrl.rl.monitoring import PhaseTimer
+from lightning_longrl.rl.rewards import CombinedReward
+from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingConfig, cat_generations, decode_responses
+
+Encoder = Callable[[list[int]], list[VideoEmbeddings]]
+"""Encodes the videos at the given positions in one vision-tower call."""
+
+
+@dataclass
+class RolloutView:
+    """The latest step's questions and responses, for sample logging (see ``RolloutSampleLogger``)."""
+
+    records: list[VideoQARecord]
+    texts: list[str]  # B*G responses, prompt-major
+    rewards: Tensor  # [B, G]
+    pixel_values: list[Tensor]  # B x [P_i, D] the patches the model saw
+    grid_thw: Tensor  # [B, 3]
+
+
+def video_encoder(model: VideoLanguageModel, pixels: list[Tensor], grids: Tensor, timer: PhaseTimer,
+                  sp_group: dist.ProcessGroup | None = None, grad: bool = False) -> Encoder:
+    """An :data:`Encoder` over videos given as patches ``pixels`` (``[P_i, D]`` each) with their
+    grids ``[n, 3]``; under MR-SP each rank of ``sp_group`` encodes a share of every video's frames."""
+
+    def encode(positions: list[int]) -> list[VideoEmbeddings]:
+        with timer("encode"), torch.set_grad_enabled(grad):
+            out = sp_encode_video(model, torch.cat([pixels[p] for p in positions]), grids[positions], sp_group)
+        return out.split(model.spatial_merge_size)
+
+    return encode
+
+
+def sample_groups(model: VideoLanguageModel, engine: RolloutEngine, cache: VideoEmbeddingCache, batch: VideoBatch,
+                  sampling: SamplingConfig, reward: CombinedReward, generator: torch.Generator, timer: PhaseTimer,
+                  device: torch.device, sp_group: dist.ProcessGroup | None, keep_pixels: bool,
+                  advantage_eps: float) -> tuple[RolloutGroups, RolloutView]:
+    """Encode the batch's videos once, sample ``sampling.num_samples`` responses per question from
+    ``engine``, reward them and compute group-normalised advantages.
+
+    With the cache off every rollout encodes its video again (as RL frameworks without the cache
+    do), so the saving can be measured. ``keep_pixels``: the groups keep the patches, for passes
+    that must re-encode (a trainable or different vision tower, or no cache).
+    """
+    g = sampling.num_samples
+    pixels = list(batch.pixel_values_videos.split(batch.video_grid_thw.prod(-1).tolist()))
+    encode = video_encoder(model, pixels, batch.video_grid_thw, timer, sp_group)
+
+    def request(videos: list[VideoEmbeddings], samples: int) -> RolloutRequest:
+        return RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts, samples)
+
+    if cache.config.enabled:
+        videos = cache.get("policy", batch.video_keys, encode, device)
+        with timer("rollout"):
+            generation = engine.generate(request(videos, g), sampling, generator)
+    else:
+        parts = []  # rows come back sample-major; reordered below
+        for _ in range(g):
+            videos = cache.get("policy", batch.video_keys, encode, device)
+            with timer("rollout"):
+                parts.append(engine.generate(request(videos, 1), sampling, generator))
+        generation = _interleave(parts, model.pad_token_id)
+    engine.release()  # free the engine's memory for the update phase (GPU)
+    with timer("reward"):
+        texts = decode_responses(model, generation)
+        scores = reward(texts, [r for r in batch.records for _ in range(g)])
+        shape = (len(batch), g)
+        rewards = torch.tensor(scores.total, dtype=torch.float32).view(shape)  # [B, G]
+        terms = {k: torch.tensor(v, dtype=torch.float32).view(shape) for k, v in scores.terms.items()}
+        advantages = group_advantages(rewards, advantage_eps)  # [B, G]
+    groups = RolloutGroups(
+        prompt_ids=[ids[mask.bool()] for ids, mask in zip(batch.input_ids, batch.attention_mask)],
+        video_keys=list(batch.video_keys), videos=videos,
+        pixel_values=[p if keep_pixels else None for p in pixels],
+        second_per_grid_ts=batch.second_per_grid_ts, responses=generation.tokens,
+        response_mask=generation.mask, rollout_logprobs=generation.logprobs,
+        rewards=rewards.to(device), terms={k: v.to(device) for k, v in terms.items()},
+        advantages=advantages.to(device),
+    )
+    return groups, RolloutView(list(batch.records), texts, rewards, pixels, batch.video_grid_thw)
+
+
+def _interleave(parts: list[Generation], pad_id: int) -> Generation:
+    """G generations of one sample per prompt -> one generation with prompt-major rows."""
+    stacked = cat_generations(parts, pad_id)  # rows: sample-major
+    g, b = len(parts), parts[0].tokens.shape[0]
+    order = torch.arange(g * b).view(g, b).t().flatten()
+    return Generation(stacked.tokens[order], stacked.logprobs[order], stacked.mask[order])
