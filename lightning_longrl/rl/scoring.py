@@ -26,6 +26,7 @@ from lightning_longrl.parallel.sequence import score_sequence
 from lightning_longrl.rl.embedding_cache import VideoEmbeddingCache
 from lightning_longrl.rl.groups import RolloutGroups, left_pad, pack_rows, to_response_layout
 from lightning_longrl.rl.monitoring import PhaseTimer
+from lightning_longrl.rl.rollout import SamplingConfig
 from lightning_longrl.rl.trajectory import video_encoder
 from lightning_longrl.rl.update import UpdateConfig, chunks
 
@@ -44,18 +45,19 @@ class ResponseScorer:
     Args:
         cache: the video-embedding cache (its ``config.enabled`` is read at every pass).
         update: the update settings (``shared_prefill`` is read at every pass).
-        temperature: the sampling temperature (log-probs are those of the tempered distribution).
+        sampling: the rollout settings (log-probs are those of the distribution tempered by its
+            ``temperature``, read at every pass).
         pad_token_id: the tokenizer's padding id.
         sp_group: returns this rank's sequence-parallel group (``None`` outside MR-SP).
         ref_shares_vision: returns whether the reference's vision tower equals the policy's, so
             that its pass can reuse the rollout's embeddings.
     """
 
-    def __init__(self, cache: VideoEmbeddingCache, update: UpdateConfig, temperature: float, pad_token_id: int,
+    def __init__(self, cache: VideoEmbeddingCache, update: UpdateConfig, sampling: SamplingConfig, pad_token_id: int,
                  sp_group: Callable[[], dist.ProcessGroup | None], ref_shares_vision: Callable[[], bool]) -> None:
         self.cache = cache
         self.update = update
-        self.temperature = temperature
+        self.sampling = sampling
         self.pad_token_id = pad_token_id
         self.sp_group = sp_group
         self.ref_shares_vision = ref_shares_vision
@@ -84,12 +86,12 @@ class ResponseScorer:
             prompts = model.embed(ids, mask, video, groups.second_per_grid_ts[questions])
             prompt_of_row = torch.tensor([questions.index(r // g) for r in rows], device=device)
             scores = model.score_responses(prompts, prompt_of_row, groups.responses[rows], groups.response_mask[rows],
-                                           self.temperature, entropy, exclude_vision_tokens=True)
+                                           self.sampling.temperature, entropy, exclude_vision_tokens=True)
             return scores.logprobs, scores.entropy
         packed = pack_rows(groups, rows, self.pad_token_id)
         video = self._videos(model, groups, packed.questions, namespace, timer, grad)
         inputs = model.embed(packed.input_ids, packed.attention_mask, video, groups.second_per_grid_ts[packed.questions])
-        scores = score_sequence(model, inputs, packed.input_ids, packed.target_mask, sp_group, self.temperature, entropy,
+        scores = score_sequence(model, inputs, packed.input_ids, packed.target_mask, sp_group, self.sampling.temperature, entropy,
                                 exclude_vision_tokens=True)
         width = groups.responses.shape[1]
         logprobs = to_response_layout(scores.logprobs, packed, width)

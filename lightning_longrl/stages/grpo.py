@@ -128,7 +128,7 @@ class GRPOModule(VideoQAStage):
         self.engine = None
         self.generator: torch.Generator | None = None
         self.group_buffer = GroupBuffer(dynamic_sampling, self.processor.tokenizer.pad_token_id)
-        self.scorer = ResponseScorer(self.cache, update, sampling.temperature, self.processor.tokenizer.pad_token_id,
+        self.scorer = ResponseScorer(self.cache, update, sampling, self.processor.tokenizer.pad_token_id,
                                      sp_group=lambda: self.sp_group, ref_shares_vision=lambda: self._ref_shares_vision)
         self.last_rollouts: RolloutView | None = None  # latest questions and texts (sample logging)
         self.last_groups: RolloutGroups | None = None  # latest groups that updated the policy
