@@ -2,8 +2,9 @@
 
 Each rank is its own group of one (so rank 1's group does not start at global rank 0). In that
 group, torch.distributed.nn.functional.all_to_all (upstream) and
-lightning_longrl.parallel.collectives.all_to_all (ours) each exchange a tensor; every rank prints
-one JSON line saying which worked.
+lightning_longrl.parallel.collectives.all_to_all (ours) each exchange a tensor; every rank writes
+``rank<r>.json`` in the working directory saying which worked (a file per rank, because two
+processes printing to one pipe can interleave their lines).
 
 Then gradient clipping over a mix of sharded (DTensor, over both ranks) and plain gradients, as
 the vision tower next to an FSDP2-sharded decoder has: torch.nn.utils.clip_grad_norm_ against
@@ -11,6 +12,7 @@ lightning_longrl.parallel.grads.clip_grad_norm (whose norm must equal that of th
 """
 
 import json
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -55,7 +57,7 @@ def main() -> None:
         row["upstream"] = f"{type(err).__name__}: {str(err)[:200]}"
     row["ours"] = "ok" if torch.equal(all_to_all(x, 0, 0, group), x) else "wrong"
     row.update(clipping_row())
-    print(json.dumps(row), flush=True)
+    Path(f"rank{rank}.json").write_text(json.dumps(row))
     dist.barrier()
     dist.destroy_process_group()
 
