@@ -133,6 +133,12 @@ class VideoQACollator:
 
     def _encode(self, sample: VideoSample) -> dict:
         frames = sample.frames
+        times = np.asarray(sample.timestamps, dtype=np.float64)
+        if len(times) != len(frames) or not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
+            # the readers check this (data/video.py: checked_clip); a sample built elsewhere must too,
+            # or M-RoPE positions become meaningless without any error
+            raise ValueError(f"video {sample.record.video} (record {sample.record.id}): frame timestamps must be finite "
+                             f"and never decrease, one per frame; got {len(times)} for {len(frames)} frames: {times[:8]}")
         meta = timing_metadata(sample.timestamps, frames.shape[1], frames.shape[2])
         out = self.processor(
             text=[self.prompt_text(sample.record)], videos=[frames], video_metadata=[meta], return_tensors="pt",

@@ -4,14 +4,24 @@ Frames are chosen by *time*: the sampler turns the request (a frame count, or a 
 into target timestamps inside the clip, and each target takes the frame on screen at that moment
 according to the container's presentation timestamps. A frame count in the header is never
 trusted for timing. decord is the primary reader; when it cannot open or decode a file, PyAV
-decodes it instead. Long requests are decoded in chunks whose size is bounded in bytes, and every
+decodes it instead. Files on which decord's random access returns wrong frames (measured on
+files the test suite writes, ``tests/video_corpus.py``: any AVI, whose frames carry no
+presentation times; streams with B-frames other than H.264, such as MPEG-4 part 2 and HEVC,
+where decord is 2 to 11 frames off) go to PyAV directly. PyAV decodes in presentation order; its
+times are re-sorted within a short window (AVI with B-frames attaches them in decode order), and
+frames without a time are timed by the average rate. Every clip is checked before it is
+returned: finite times, never decreasing, inside the file; one that fails is a
+:class:`VideoDecodeError` (the sample is skipped and counted). Long requests are decoded in chunks whose size is bounded in bytes, and every
 chunk is resized to the per-frame pixel budget before the next one is decoded.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -31,6 +41,14 @@ timestamps in float32, so a frame starting at 10.0 s may read as 9.9999996 s).""
 
 SEEK_GAP_SECONDS = 3.0
 """PyAV reader: seek rather than decode through gaps between targets longer than this."""
+
+REORDER_WINDOW = 16
+"""PyAV reader: decoded frames whose times arrive out of order (B-frames in AVI) are re-timed by
+sorting the times within this many consecutive frames (the deepest B-pyramids reorder fewer)."""
+
+DECORD_EXACT_B_FRAME_CODECS = ("h264",)
+"""Codecs with B-frames on which decord's random access was measured to return the frame on
+screen at its reported time (MP4, MOV, MKV); other B-frame codecs are read with PyAV."""
 
 
 class VideoDecodeError(RuntimeError):
@@ -166,15 +184,58 @@ def read_video(
     path = str(path)
     errors = []
     order = (_read_with_decord, _read_with_pyav) if sampling.reader == "decord" else (_read_with_pyav, _read_with_decord)
+    reason = _decord_unreliable(path)
+    if reason:  # decord would return wrong frames without an error: PyAV only
+        log.debug("%s: reading with PyAV (%s)", path, reason)
+        order = (_read_with_pyav,)
     for backend in order:
         try:
-            return backend(path, sampling, start, end, decode_threads)
+            return checked_clip(backend(path, sampling, start, end, decode_threads), path)
         except VideoDecodeError:
             raise
         except Exception as err:  # noqa: BLE001 - any reader failure means "try the next reader"
             errors.append(f"{backend.__name__.removeprefix('_read_with_')}: {type(err).__name__}: {err}")
             log.debug("reader failed on %s: %s", path, errors[-1])
     raise VideoDecodeError(f"cannot decode video {path}: " + "; ".join(errors))
+
+
+def checked_clip(clip: VideoClip, path: str) -> VideoClip:
+    """``clip`` if its timing is usable, else :class:`VideoDecodeError` naming the file and why:
+    every timestamp finite, never decreasing, and inside the file (a frame period of slack)."""
+    times = np.asarray(clip.timestamps, dtype=np.float64)
+    slack = 1.0 / clip.source_fps if clip.source_fps > 0 else 1.0
+    if len(times) == 0 or len(clip.frames) != len(times):
+        raise VideoDecodeError(f"{path}: {clip.backend} returned {len(clip.frames)} frames and {len(times)} timestamps")
+    if not np.all(np.isfinite(times)):
+        raise VideoDecodeError(f"{path}: {clip.backend} returned non-finite frame timestamps")
+    if np.any(np.diff(times) < 0):
+        raise VideoDecodeError(f"{path}: {clip.backend} returned frame timestamps that go back in time")
+    if not (np.isfinite(clip.duration) and clip.duration > 0):
+        raise VideoDecodeError(f"{path}: {clip.backend} reports a duration of {clip.duration} s")
+    if times[0] < -slack or times[-1] - times[0] > clip.duration + slack:
+        raise VideoDecodeError(f"{path}: {clip.backend} frame timestamps [{times[0]:.3f}, {times[-1]:.3f}] s do not fit "
+                               f"the file's {clip.duration:.3f} s")
+    return clip
+
+
+def _decord_unreliable(path: str) -> str | None:
+    """Why decord's random access cannot be trusted on ``path`` (None when it can, or when PyAV
+    cannot even read the header, in which case decord may still manage)."""
+    try:
+        import av
+
+        with av.open(path) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            if "avi" in container.format.name.split(","):
+                return "AVI frames carry no presentation times"
+            codec = stream.codec_context.name
+            if stream.codec_context.has_b_frames and codec not in DECORD_EXACT_B_FRAME_CODECS:
+                return f"{codec} stream with B-frames"
+    except Exception:  # noqa: BLE001 - PyAV cannot probe it: let the readers try and report
+        return None
+    return None
 
 
 def _clip_bounds(first: float, last_end: float, start: float | None, end: float | None, path: str) -> tuple[float, float]:
@@ -188,7 +249,9 @@ def _clip_bounds(first: float, last_end: float, start: float | None, end: float 
 
 
 def _frame_starts_are_sane(starts: np.ndarray) -> bool:
-    return bool(np.all(np.isfinite(starts)) and np.all(np.diff(starts) >= 0) and (len(starts) < 2 or starts[-1] > starts[0]))
+    """Finite (not FFmpeg's "no timestamp", -2**63 ticks), never decreasing, and not all one value."""
+    return bool(np.all(np.isfinite(starts)) and np.all(np.abs(starts) < 1e9) and np.all(np.diff(starts) >= 0)
+                and (len(starts) < 2 or starts[-1] > starts[0]))
 
 
 def _chunk_len(height: int, width: int, sampling: FrameSampling) -> int:
@@ -208,8 +271,9 @@ def _read_with_decord(
     spans = np.asarray(reader.get_frame_timestamp(np.arange(count)), dtype=np.float64).reshape(count, 2)
     starts = np.round(spans[:, 0], 6)  # float32 from decord; microseconds are plenty
     if not _frame_starts_are_sane(starts):
-        log.warning("%s: decord reports unusable frame timestamps; timing frames by the average rate %.3f fps", path, fps)
-        starts = np.arange(count, dtype=np.float64) / fps
+        # its seeking relies on the same timestamps, so its frames would be wrong too (measured: one
+        # frame repeated): PyAV, which decodes in order, reads the file instead
+        raise RuntimeError("unusable frame timestamps")
     last_end = float(spans[-1, 1])
     if not (np.isfinite(last_end) and last_end > starts[-1]):
         last_end = float(starts[-1]) + 1.0 / fps
@@ -235,37 +299,76 @@ def _read_with_decord(
 def _read_with_pyav(
     path: str, sampling: FrameSampling, start: float | None, end: float | None, threads: int
 ) -> VideoClip:
+    fps, duration, first = _pyav_timing(path)
+    frames, times, last = _pyav_sample(path, sampling, start, end, threads, fps, duration, first)
+    if last is not None and last - first + 2.0 / fps < duration:
+        # the stream ended well before the header's duration (a file cut short, or a header that
+        # lies): sample over what is there instead of repeating the last frame
+        log.warning("%s: the header promises %.3f s but the frames end at %.3f s; sampling what is there",
+                    path, duration, last - first)
+        duration = last - first + 1.0 / fps
+        frames, times, _ = _pyav_sample(path, sampling, start, end, threads, fps, duration, first)
+    return VideoClip(frames, times, float(duration), fps, "pyav")
+
+
+def _pyav_timing(path: str) -> tuple[float, float, float]:
+    """(average rate, duration from the header or by decoding, time of the first frame shown).
+
+    The first frame's time is read from the frames, not the header: an AVI whose encoder delays
+    B-frames says the stream starts at 0 and shows its first frame at one frame period."""
     import av
 
     with av.open(path) as container:
         if not container.streams.video:
             raise RuntimeError("no video stream")
         stream = container.streams.video[0]
-        stream.thread_count = max(1, threads)
         fps = float(stream.average_rate or stream.guessed_rate or 25.0)
         duration = None
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / 1e6
-        first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        if duration is None or not duration > 0:
-            duration = _probe_duration(path)
-        clip_start, clip_end = _clip_bounds(first, first + duration, start, end, path)
-        targets = target_times(sampling, clip_start, clip_end)
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        times = []
+        for frame in container.decode(stream):
+            if frame.time is not None:
+                times.append(float(frame.time))
+            if len(times) >= REORDER_WINDOW:
+                break
+    first = min(times) if times else start
+    if duration is None or not duration > 0:
+        duration = _probe_duration(path, first)
+    return fps, duration, first
+
+
+def _pyav_sample(
+    path: str, sampling: FrameSampling, start: float | None, end: float | None, threads: int,
+    fps: float, duration: float, first: float,
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Frames and times (from the first frame) for the targets; the last decoded time when the
+    stream ended before every target had a frame of its own (else None)."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = max(1, threads)
+        # times are returned from the first frame, as decord does (a file whose first frame is
+        # stamped 2.0 s reads from 0.0 s); the decode loop below works in the stream's own times
+        rel_start, rel_end = _clip_bounds(0.0, duration, start, end, path)
+        clip_start = first + rel_start
+        targets = target_times(sampling, rel_start, rel_end) + first
 
         picker = _FramePicker(targets, sampling)
+        timer = _PresentationTimes(path, fps, first)
         gap = max(SEEK_GAP_SECONDS, 2.0 / fps)
-        position, sought = clip_start, -math.inf
+        position, sought, last = clip_start, -math.inf, None
         while True:
             if position > first + gap:  # jump to the keyframe before the next target instead of decoding up to it
                 container.seek(int(position / stream.time_base), stream=stream, backward=True, any_frame=False)
                 sought = position
             jumped = False
-            for frame in container.decode(stream):
-                if frame.time is None:
-                    raise RuntimeError("frames without timestamps")
-                t = float(frame.time)
+            for t, frame in timer.retime(container.decode(stream)):
+                last = t
                 if picker.offer(t, frame):
                     break
                 upcoming = picker.upcoming()
@@ -277,8 +380,44 @@ def _read_with_pyav(
                     break
             if not jumped:
                 break
+        ended_early = picker.upcoming() is not None
         frames, times = picker.finish()
-    return VideoClip(frames, times, float(duration), fps, "pyav")
+    return frames, times - first, (last if ended_early else None)
+
+
+_UNTIMED_FILES_WARNED: set[str] = set()
+"""Files already warned about for frames without times (one warning per file and process)."""
+
+
+class _PresentationTimes:
+    """Times for frames in the order the decoder returns them (presentation order): the decoded
+    times, sorted within :data:`REORDER_WINDOW` consecutive frames (AVI with B-frames attaches them in
+    decode order); a frame without a time takes the previous one's plus a frame period at the
+    average rate, with one warning per file and process."""
+
+    def __init__(self, path: str, fps: float, first: float) -> None:
+        self.path, self.period, self.first = path, 1.0 / fps, first
+
+    def retime(self, frames: Iterable) -> Iterator[tuple[float, object]]:
+        pending: deque = deque()  # frames decoded but not yet handed on, oldest first
+        times: list[float] = []  # heap of their times
+        latest = None  # the latest time seen in this pass
+        for frame in frames:
+            if frame.time is None:
+                if self.path not in _UNTIMED_FILES_WARNED:
+                    _UNTIMED_FILES_WARNED.add(self.path)
+                    log.warning("%s: frames without presentation times; timing them by the average rate %.3f fps",
+                                self.path, 1.0 / self.period)
+                t = self.first if latest is None else latest + self.period
+            else:
+                t = float(frame.time)
+            latest = t if latest is None else max(latest, t)
+            pending.append(frame)
+            heapq.heappush(times, t)
+            if len(pending) >= REORDER_WINDOW:
+                yield heapq.heappop(times), pending.popleft()
+        while pending:
+            yield heapq.heappop(times), pending.popleft()
 
 
 class _FramePicker:
@@ -335,15 +474,20 @@ class _FramePicker:
         return self.frames, self.times
 
 
-def _probe_duration(path: str) -> float:
-    """Duration by decoding the whole stream: last resort for containers without a duration."""
+def _probe_duration(path: str, first: float) -> float:
+    """Duration from the first frame (at ``first`` s) by decoding the whole stream: last resort
+    for containers without a duration."""
     import av
 
-    last = 0.0
+    last, count = None, 0
     with av.open(path) as container:
         stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 25.0)
         for frame in container.decode(stream):
+            count += 1
             if frame.time is not None:
-                last = float(frame.time)
-        rate = float(stream.average_rate or 25.0)
-    return last + 1.0 / rate
+                last = float(frame.time) if last is None else max(last, float(frame.time))
+    if count == 0:
+        raise RuntimeError("no decodable frames")
+    # no times at all (a raw elementary stream): the frame count at the average rate
+    return count / rate if last is None else last - first + 1.0 / rate
