@@ -11,8 +11,9 @@ where decord is 2 to 11 frames off) go to PyAV directly. PyAV decodes in present
 times are re-sorted within a short window (AVI with B-frames attaches them in decode order), and
 frames without a time are timed by the average rate. Every clip is checked before it is
 returned: finite times, never decreasing, inside the file; one that fails is a
-:class:`VideoDecodeError` (the sample is skipped and counted). Long requests are decoded in chunks whose size is bounded in bytes, and every
-chunk is resized to the per-frame pixel budget before the next one is decoded.
+:class:`VideoDecodeError` (the sample is skipped and counted). Long requests are decoded in
+chunks whose size is bounded in bytes, and every chunk is resized to the per-frame pixel budget
+before the next one is decoded.
 """
 
 from __future__ import annotations
