@@ -18,6 +18,7 @@ from torch import Tensor
 from lightning_longrl.data import prompts
 from lightning_longrl.data.dataset import SkippedSample, VideoSample
 from lightning_longrl.data.records import VideoQARecord
+from lightning_longrl.data.video import timing_problem
 
 IGNORE_INDEX = -100
 
@@ -133,12 +134,11 @@ class VideoQACollator:
 
     def _encode(self, sample: VideoSample) -> dict:
         frames = sample.frames
-        times = np.asarray(sample.timestamps, dtype=np.float64)
-        if len(times) != len(frames) or not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
+        if problem := timing_problem(sample.timestamps, len(frames)):
             # the readers check this (data/video.py: checked_clip); a sample built elsewhere must too,
             # or M-RoPE positions become meaningless without any error
-            raise ValueError(f"video {sample.record.video} (record {sample.record.id}): frame timestamps must be finite "
-                             f"and never decrease, one per frame; got {len(times)} for {len(frames)} frames: {times[:8]}")
+            raise ValueError(f"video {sample.record.video} (record {sample.record.id}): {problem} "
+                             f"({np.asarray(sample.timestamps)[:8]}); timestamps must be finite, never decreasing, one per frame")
         meta = timing_metadata(sample.timestamps, frames.shape[1], frames.shape[2])
         out = self.processor(
             text=[self.prompt_text(sample.record)], videos=[frames], video_metadata=[meta], return_tensors="pt",

@@ -200,17 +200,26 @@ def read_video(
     raise VideoDecodeError(f"cannot decode video {path}: " + "; ".join(errors))
 
 
+def timing_problem(timestamps: np.ndarray, num_frames: int) -> str | None:
+    """Why ``timestamps`` cannot time ``num_frames`` frames (None when they can): there must be
+    one per frame, at least one, all finite and never decreasing."""
+    times = np.asarray(timestamps, dtype=np.float64)
+    if len(times) == 0 or len(times) != num_frames:
+        return f"{num_frames} frames and {len(times)} timestamps"
+    if not np.all(np.isfinite(times)):
+        return "non-finite frame timestamps"
+    if np.any(np.diff(times) < 0):
+        return "frame timestamps that go back in time"
+    return None
+
+
 def checked_clip(clip: VideoClip, path: str) -> VideoClip:
     """``clip`` if its timing is usable, else :class:`VideoDecodeError` naming the file and why:
-    every timestamp finite, never decreasing, and inside the file (a frame period of slack)."""
-    times = np.asarray(clip.timestamps, dtype=np.float64)
+    :func:`timing_problem`, and every timestamp inside the file (a frame period of slack)."""
+    if problem := timing_problem(clip.timestamps, len(clip.frames)):
+        raise VideoDecodeError(f"{path}: {clip.backend} returned {problem}")
+    times = clip.timestamps
     slack = 1.0 / clip.source_fps if clip.source_fps > 0 else 1.0
-    if len(times) == 0 or len(clip.frames) != len(times):
-        raise VideoDecodeError(f"{path}: {clip.backend} returned {len(clip.frames)} frames and {len(times)} timestamps")
-    if not np.all(np.isfinite(times)):
-        raise VideoDecodeError(f"{path}: {clip.backend} returned non-finite frame timestamps")
-    if np.any(np.diff(times) < 0):
-        raise VideoDecodeError(f"{path}: {clip.backend} returned frame timestamps that go back in time")
     if not (np.isfinite(clip.duration) and clip.duration > 0):
         raise VideoDecodeError(f"{path}: {clip.backend} reports a duration of {clip.duration} s")
     if times[0] < -slack or times[-1] - times[0] > clip.duration + slack:
@@ -331,10 +340,10 @@ def _pyav_timing(path: str) -> tuple[float, float, float]:
             duration = container.duration / 1e6
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         times = []
-        for frame in container.decode(stream):
+        for count, frame in enumerate(container.decode(stream), 1):
             if frame.time is not None:
                 times.append(float(frame.time))
-            if len(times) >= REORDER_WINDOW:
+            if count >= REORDER_WINDOW:  # a raw stream has no times: do not decode all of it here
                 break
     first = min(times) if times else start
     if duration is None or not duration > 0:
@@ -360,7 +369,6 @@ def _pyav_sample(
         targets = target_times(sampling, rel_start, rel_end) + first
 
         picker = _FramePicker(targets, sampling)
-        timer = _PresentationTimes(path, fps, first)
         gap = max(SEEK_GAP_SECONDS, 2.0 / fps)
         position, sought, last = clip_start, -math.inf, None
         while True:
@@ -368,7 +376,7 @@ def _pyav_sample(
                 container.seek(int(position / stream.time_base), stream=stream, backward=True, any_frame=False)
                 sought = position
             jumped = False
-            for t, frame in timer.retime(container.decode(stream)):
+            for t, frame in _presentation_times(container.decode(stream), path, fps, first):
                 last = t
                 if picker.offer(t, frame):
                     break
@@ -390,35 +398,29 @@ _UNTIMED_FILES_WARNED: set[str] = set()
 """Files already warned about for frames without times (one warning per file and process)."""
 
 
-class _PresentationTimes:
-    """Times for frames in the order the decoder returns them (presentation order): the decoded
-    times, sorted within :data:`REORDER_WINDOW` consecutive frames (AVI with B-frames attaches them in
-    decode order); a frame without a time takes the previous one's plus a frame period at the
-    average rate, with one warning per file and process."""
-
-    def __init__(self, path: str, fps: float, first: float) -> None:
-        self.path, self.period, self.first = path, 1.0 / fps, first
-
-    def retime(self, frames: Iterable) -> Iterator[tuple[float, object]]:
-        pending: deque = deque()  # frames decoded but not yet handed on, oldest first
-        times: list[float] = []  # heap of their times
-        latest = None  # the latest time seen in this pass
-        for frame in frames:
-            if frame.time is None:
-                if self.path not in _UNTIMED_FILES_WARNED:
-                    _UNTIMED_FILES_WARNED.add(self.path)
-                    log.warning("%s: frames without presentation times; timing them by the average rate %.3f fps",
-                                self.path, 1.0 / self.period)
-                t = self.first if latest is None else latest + self.period
-            else:
-                t = float(frame.time)
-            latest = t if latest is None else max(latest, t)
-            pending.append(frame)
-            heapq.heappush(times, t)
-            if len(pending) >= REORDER_WINDOW:
-                yield heapq.heappop(times), pending.popleft()
-        while pending:
+def _presentation_times(frames: Iterable, path: str, fps: float, first: float) -> Iterator[tuple[float, object]]:
+    """``(time, frame)`` in the order the decoder returns frames (presentation order): the decoded
+    times, sorted within :data:`REORDER_WINDOW` consecutive frames (AVI with B-frames attaches them
+    in decode order); a frame without a time takes the latest one's plus a frame period at the
+    average rate (``first`` for the first), with one warning per file and process."""
+    pending: deque = deque()  # frames decoded but not yet handed on, oldest first
+    times: list[float] = []  # heap of their times
+    latest = None  # the latest time seen in this pass
+    for frame in frames:
+        if frame.time is None:
+            if path not in _UNTIMED_FILES_WARNED:
+                _UNTIMED_FILES_WARNED.add(path)
+                log.warning("%s: frames without presentation times; timing them by the average rate %.3f fps", path, fps)
+            t = first if latest is None else latest + 1.0 / fps
+        else:
+            t = float(frame.time)
+        latest = t if latest is None else max(latest, t)
+        pending.append(frame)
+        heapq.heappush(times, t)
+        if len(pending) >= REORDER_WINDOW:
             yield heapq.heappop(times), pending.popleft()
+    while pending:
+        yield heapq.heappop(times), pending.popleft()
 
 
 class _FramePicker:
