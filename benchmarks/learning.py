@@ -9,7 +9,7 @@ extra-SFT control), then collects, per seed and as a mean over seeds:
 * accuracy against 8 / 16 / 32 / 64 frames for SFT and SFT+GRPO;
 * the issue's targets, each marked met or not.
 
-Usage (about 15 minutes per seed on 2 cores)::
+Usage (about 12 minutes per seed on 2 cores)::
 
     python benchmarks/learning.py                      # seeds 0 1 2 -> benchmarks/results/learning.json
     python benchmarks/learning.py --seeds 0 --reuse    # collect finished runs without rerunning them
@@ -18,6 +18,7 @@ Usage (about 15 minutes per seed on 2 cores)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -124,13 +125,39 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def machine() -> dict:
+    """Where the numbers were measured: same-seed runs repeat exactly on one machine, but another
+    CPU (other vector kernels, other rounding) trains to different weights and moves the table
+    about as much as another seed does."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _earlier_minutes(out: Path) -> dict:
+    """Run times of seeds a ``--reuse`` collects again (kept from the file it rewrites)."""
+    with contextlib.suppress(OSError, ValueError):
+        return {str(k): v for k, v in json.loads(out.read_text()).get("minutes_per_seed", {}).items()}
+    return {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--reuse", action="store_true", help="collect finished runs; run only seeds without results")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/learning.json"))
     args = parser.parse_args()
-    per_seed, minutes = {}, {}
+    per_seed, minutes = {}, _earlier_minutes(Path(args.out)) if args.reuse else {}
     for seed in args.seeds:
         done = all((runs_dir(seed) / rel).is_file() for rel in [*MODELS.values(), *FRAMES.values()])
         if not (args.reuse and done):
@@ -141,12 +168,13 @@ def main() -> None:
             with log.open("w") as f:
                 code = subprocess.call([str(REPO / "scripts/demo.sh"), "--seed", str(seed), "--control"],
                                        stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
-            minutes[seed] = (time.time() - start) / 60
+            minutes[str(seed)] = round((time.time() - start) / 60, 2)
             if code:
                 sys.exit(f"seed {seed}: the demo failed (exit {code}); see {log}")
         per_seed[seed] = collect(seed)
     summary = summarise(per_seed)
-    result = {"seeds": args.seeds, "minutes_per_seed": minutes, "per_seed": per_seed, **summary}
+    result = {"seeds": args.seeds, "machine": machine(), "minutes_per_seed": {s: minutes[s] for s in map(str, args.seeds) if s in minutes},
+              "per_seed": per_seed, **summary}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     if summary["frames"]:  # the Figure-8 shape over the seeds' mean: SFT+GRPO red, SFT grey

@@ -69,27 +69,49 @@ stage "Difficulty filter: k=8 answers per RL question from the SFT model"
 run lightning-longrl filter --config configs/demo/filter.yaml --data "$DATA/rl.jsonl" --model "$sft" --output_dir "$RUNS/filter" \
   --seed "$seed" "${S_FILTER[@]}" | grep -E '"(labels|easy|medium|hard|sft|rl)"' || true
 
-stage "Stage 2: GRPO from the SFT model, on the medium questions"
+# The RL runs below (and the evaluations after them) do not depend on each other: they run side by
+# side, one CPU thread each (two processes with a thread per core each slow each other down many
+# times over on a 2-core machine; one thread each takes 1.4x as long as two, for both at once).
+# The first of a group shows its progress here; the others log to $RUNS/logs/<name>.log.
+stage "Stage 2: GRPO from the SFT model, on the medium questions; beside it, the same RL from the base model (GRPO only)"
 grpo_data=(--data.init_args.train_file "$RUNS/filter/rl.jsonl" --data.init_args.val_file "$DATA/val.jsonl")
-fit grpo configs/demo/grpo.yaml "$sft" "${grpo_data[@]}"
 steps=$(python -c "import yaml; print(yaml.safe_load(open('configs/demo/grpo.yaml'))['trainer']['max_steps'])")
 [[ "$smoke" == 1 ]] && steps=2
-
-stage "GRPO without SFT: the same RL from the base model"
-fit grpo_only configs/demo/grpo.yaml "$base" "${grpo_data[@]}"
-
-if [[ "$control" == 1 ]]; then
-  stage "Control: $steps more SFT steps from the SFT model"
-  fit sft_control configs/demo/sft.yaml "$sft" --trainer.max_steps "$steps" \
+mkdir -p "$RUNS/logs"
+side_pids=() side_names=()
+beside() {  # beside NAME COMMAND...: run in the background, one thread, output to $RUNS/logs/NAME.log
+  local name=$1; shift
+  echo "+ (beside, log: $RUNS/logs/$name.log) $*"
+  OMP_NUM_THREADS=1 "$@" > "$RUNS/logs/$name.log" 2>&1 &
+  side_pids+=($!) side_names+=("$name")
+}
+wait_beside() {  # wait for every background run; a failure stops the demo with its log's end
+  local i failed=0
+  for i in "${!side_pids[@]}"; do
+    if ! wait "${side_pids[$i]}"; then
+      failed=1; echo "demo.sh: ${side_names[$i]} failed; the end of $RUNS/logs/${side_names[$i]}.log:" >&2
+      tail -n 30 "$RUNS/logs/${side_names[$i]}.log" >&2
+    fi
+  done
+  side_pids=() side_names=()
+  [[ "$failed" == 0 ]] || exit 1
+}
+beside grpo_only fit grpo_only configs/demo/grpo.yaml "$base" "${grpo_data[@]}"
+if [[ "$control" == 1 ]]; then  # the control: as many more SFT steps as GRPO takes
+  beside sft_control fit sft_control configs/demo/sft.yaml "$sft" --trainer.max_steps "$steps" \
     --data.init_args.train_file "$DATA/train.jsonl" --data.init_args.val_file "$DATA/val.jsonl"
 fi
+OMP_NUM_THREADS=1 fit grpo configs/demo/grpo.yaml "$sft" "${grpo_data[@]}"
+wait_beside
 
 stage "Held-out evaluation: $(wc -l < "$DATA/test.jsonl") questions about unseen videos, $TOP frames"
-evaluate "$base" "$RUNS/eval/base"
-evaluate "$RUNS/grpo_only/version_0/hf_model" "$RUNS/eval/grpo_only"
-[[ "$control" == 1 ]] && evaluate "$RUNS/sft_control/version_0/hf_model" "$RUNS/eval/sft_control"
-frames "$sft" "$RUNS/eval/sft_frames"
-frames "$RUNS/grpo/version_0/hf_model" "$RUNS/eval/grpo_frames"
+beside eval_grpo_frames frames "$RUNS/grpo/version_0/hf_model" "$RUNS/eval/grpo_frames"
+beside eval_grpo_only evaluate "$RUNS/grpo_only/version_0/hf_model" "$RUNS/eval/grpo_only"
+OMP_NUM_THREADS=1 frames "$sft" "$RUNS/eval/sft_frames"
+OMP_NUM_THREADS=1 evaluate "$base" "$RUNS/eval/base"
+[[ "$control" == 1 ]] && OMP_NUM_THREADS=1 evaluate "$RUNS/sft_control/version_0/hf_model" "$RUNS/eval/sft_control"
+wait_beside
+tail -n 7 "$RUNS/logs/eval_grpo_frames.log"
 
 stage "Results"
 rows=("Base model=$RUNS/eval/base/results.json" "SFT=$RUNS/eval/sft_frames/frames_$TOP/results.json"

@@ -7,7 +7,7 @@ import pytest
 from lightning_longrl.data.records import CATEGORIES, read_records
 from lightning_longrl.data.video import FrameSampling, read_video
 from lightning_longrl.synth.dataset import SPLITS, SynthConfig, generate_dataset
-from lightning_longrl.synth.scenes import FLASH_PALETTE, PALETTE, SIDE_BOXES, SIDES, TASKS, make_question
+from lightning_longrl.synth.scenes import BALL_COLOR, FLASH_PALETTE, PALETTE, TASKS, make_question
 
 
 def _digest(folder):
@@ -71,20 +71,21 @@ def _nearest(pixel, palette):
 
 
 def _read(frame):
-    """(scene colour, flash colour, ball side) read off one decoded frame, as a perfect watcher would."""
+    """(scene colour, flash colour, ball side) read off one decoded frame, as a perfect watcher
+    would: each quarter of the frame is one colour (the scene's, the flash's, or the ball's black)."""
     h, w = frame.shape[:2]
-    flash = _nearest(frame.reshape(-1, 3).mean(0), FLASH_PALETTE)
-    if flash is not None:
-        return None, flash, None
-    opposite = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
-    for side in SIDES:
-        left, top, right, bottom = SIDE_BOXES[side]
-        dark = frame[round(top * h) + 1 : round(bottom * h) - 1, round(left * w) + 1 : round(right * w) - 1]
-        if dark.mean() < 40:
-            left, top, right, bottom = SIDE_BOXES[opposite[side]]
-            lit = frame[round(top * h) + 2 : round(bottom * h) - 2, round(left * w) + 2 : round(right * w) - 2]
-            return _nearest(lit.reshape(-1, 3).mean(0), PALETTE), None, side
-    return None, None, None
+    quarters = {}
+    for row in (0, 1):
+        for col in (0, 1):
+            patch = frame[row * h // 2 + 2 : (row + 1) * h // 2 - 2, col * w // 2 + 2 : (col + 1) * w // 2 - 2]
+            quarters[row, col] = _nearest(patch.reshape(-1, 3).mean(0), {**PALETTE, **FLASH_PALETTE, "black": BALL_COLOR})
+    dark = {side for side, cells in _SIDE_QUARTERS.items() if all(quarters[c] == "black" for c in cells)}
+    scene = [q for q in quarters.values() if q in PALETTE]
+    flash = [q for q in quarters.values() if q in FLASH_PALETTE]
+    return (scene[0] if scene else None), (flash[0] if flash else None), (dark.pop() if len(dark) == 1 else None)
+
+
+_SIDE_QUARTERS = {"top": ((0, 0), (0, 1)), "right": ((0, 1), (1, 1)), "bottom": ((1, 0), (1, 1)), "left": ((0, 0), (1, 0))}
 
 
 def _oracle(records, root, num_frames):
@@ -95,9 +96,9 @@ def _oracle(records, root, num_frames):
     for r in records:
         clip = read_video(root / r.video, FrameSampling(num_frames=num_frames, max_pixels=28 * 28))
         seen = [_read(f) for f in clip.frames]
-        scenes = [s for s, f, _ in seen if s is not None and f is None]
-        sides = [b for s, f, b in seen if b is not None and f is None]
-        flash = [(f, seen[i - 1][0]) for i, (_, f, _) in enumerate(seen) if f is not None and i > 0]
+        scenes = [s for s, _, _ in seen if s is not None]
+        sides = [b for _, _, b in seen if b is not None]
+        flash = [(f, s) for s, f, _ in seen if f is not None]
         scene_runs = [c for i, c in enumerate(scenes) if i == 0 or scenes[i - 1] != c]
         side_runs = [c for i, c in enumerate(sides) if i == 0 or sides[i - 1] != c]
         task = r.extra["task"]
@@ -111,7 +112,7 @@ def _oracle(records, root, num_frames):
             guess = side_runs[-1]
         elif task == "flash_colour":
             guess = flash[0][0] if flash else None
-        else:  # flash_scene: the scene just before the flash frame
+        else:  # flash_scene: the scene beside the flash
             guess = flash[0][1] if flash else None
         correct += guess is not None and guess in r.options and "ABCD"[r.options.index(guess)] == r.answer
     return correct / len(records)

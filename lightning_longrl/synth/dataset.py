@@ -128,10 +128,11 @@ def split_of(config: SynthConfig) -> list[str]:
     return splits
 
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 """Bumped when the same settings would render different data (2: option order randomised in every
 task; 3: the scenes / ball / flash world with canonical options and perception captions; 4: MPEG-4
-codec by default, whole-half ball, 2 s flash); older
+codec by default, whole-half ball, 2 s flash; 5: the flash lights the ball's half, beside the
+scene colour); older
 folders are regenerated."""
 
 

@@ -2,11 +2,15 @@
 
 Every video shows one small world for ``duration`` seconds: a sequence of equally long *scenes*,
 each filling the frame with one of four colours; a black *ball* that fills one half of the frame
-(top, right, bottom or left) and moves at every scene change; and one brief *flash* that fills the
-whole frame with one of four other colours (``flash_length`` seconds, by default 1/32 of the
-video) inside one scene. The vocabulary is made to survive a Qwen-VL vision tower: at the default
-28x28 pixels a frame pair is one merged visual token whose four 14-pixel patches are the frame's
-quarters, so the scene colour, the dark half and the flash are each read off whole patches.
+(top, right, bottom or left) and moves at every scene change; and one brief *flash* that lights
+the ball's half of the frame in one of four other colours (``flash_length`` seconds, by default
+1/32 of the video) inside one scene. The vocabulary is made to survive a Qwen-VL vision tower: at the
+default 28x28 pixels a frame pair is one merged visual token whose four 14-pixel patches are the
+frame's quarters, so the scene colour, the dark half and the flash are each read off whole
+patches. The flash covers the ball, not the scene, so the token that shows the flash also shows
+the scene it happens in (a flash over the whole frame hid the scene, and the tiny models never
+learnt to read it off the neighbouring tokens: "which scene" stayed at chance; a flash in one
+quarter left the scene visible but its colour was learnt no better than chance).
 
 Answers need information spread over the whole video (how often a colour recurs, the most
 frequent colour, where the ball was most often, where it ended up) and two families hinge on the
@@ -104,7 +108,7 @@ class Timeline:
         backgrounds = [(i * d, PALETTE[c]) for i, c in enumerate(self.scenes)]
         sprites = [Sprite(BALL_COLOR, i * d, (i + 1) * d, SIDE_BOXES[side]) for i, side in enumerate(self.ball)]
         sprites.append(Sprite(FLASH_PALETTE[self.flash_colour], self.flash_time, self.flash_time + self.flash_length,
-                              (0.0, 0.0, 1.0, 1.0)))
+                              SIDE_BOXES[self.ball[self.flash_scene]]))
         return Scene(self.duration, backgrounds, sprites)
 
     # the dense descriptions the reasoning is built from (and the perception stage learns)
