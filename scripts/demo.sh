@@ -79,6 +79,8 @@ steps=$(python -c "import yaml; print(yaml.safe_load(open('configs/demo/grpo.yam
 [[ "$smoke" == 1 ]] && steps=2
 mkdir -p "$RUNS/logs"
 side_pids=() side_names=()
+# a failure or Ctrl-C in the foreground stops the background runs too
+trap 'for pid in ${side_pids[@]+"${side_pids[@]}"}; do pkill -P "$pid" 2>/dev/null; kill "$pid" 2>/dev/null || true; done' EXIT
 beside() {  # beside NAME COMMAND...: run in the background, one thread, output to $RUNS/logs/NAME.log
   local name=$1; shift
   echo "+ (beside, log: $RUNS/logs/$name.log) $*"

@@ -43,8 +43,11 @@ def test_sequence_parallel_matches_single_process(case, tmp_path, tiny_checkpoin
     assert sorted(r["rank"] for r in rows) == list(range(procs))
     for r in rows:
         assert r["local_length"] * sp == r["padded"] >= r["length"]
-        assert r["embeds"] == 0.0, "frames split across ranks must give exactly the same embeddings"
-        assert r["deepstack"] == 0.0 and (r["deepstack_levels"] > 0) == (arch == "qwen3_vl")
+        # frames split across ranks must give the same embeddings; not always to the bit: a rank's
+        # vision-tower matmuls run over fewer rows, and CPU kernels picked by shape may round the
+        # same row differently (1.3e-7 seen with the half-flash synthetic videos; 0.0 before)
+        assert r["embeds"] <= 1e-6, "frames split across ranks must give the same embeddings"
+        assert r["deepstack"] <= 1e-6 and (r["deepstack_levels"] > 0) == (arch == "qwen3_vl")
         assert r["logprobs"] <= 1e-5 and r["entropy"] <= 1e-5
         assert r["loss"] <= 1e-5
         assert r["grads"] <= 1e-5 * max(1.0, r["grad_scale"])
