@@ -5,10 +5,20 @@ CPU) runs the language model of a small random Qwen2.5-VL (default: width 256, 8
 on a whole sequence of input embeddings, sequence-parallel when the group has more than one
 rank, scores the last 128 positions and backpropagates. Reported per rank: the peak resident
 memory above the memory held before the step (``ru_maxrss`` minus the RSS after loading; the
-activations, attention scores and gradients of one step) and the median step time.
+activations, attention scores and gradients of one step), the bytes of the tensors autograd
+keeps for the backward (counted by storage; the activations alone, whatever the allocator does)
+and the median step time.
 
     .venv/bin/python benchmarks/sequence_parallel.py                       # sp 1 2 4, 1k-8k tokens
     .venv/bin/python benchmarks/sequence_parallel.py --sp 1 2 --lengths 2048 4096 --cap-gib 2
+
+What RSS measures depends on the C allocator. glibc's default raises its mmap threshold as
+tensors are freed, so later tensors of a few MiB come from the heap, and the heap keeps the pages
+of freed ones: the RSS peak then counts memory no tensor holds any more (at 8k tokens with sp 2,
+0.53 GiB instead of 0.31). ``--malloc release`` (the default) fixes the threshold at 64 KiB
+(``MALLOC_MMAP_THRESHOLD_``) so every tensor of 64 KiB or more is its own mapping, returned on
+free, and the RSS peak follows the live tensors, as a GPU's ``max_memory_allocated`` does;
+``--malloc glibc`` measures with the allocator's defaults (the figures before 2026-12-07).
 
 With ``--cap-gib`` the table also says, per group size, the longest measured length whose
 per-rank peak stays under the cap. Results go to benchmarks/results/sequence_parallel.json.
@@ -58,12 +68,21 @@ def worker(args) -> None:
     targets[:, -128:] = True
     group = dist.group.WORLD
 
+    saved: dict[int, int] = {}  # storage -> bytes of the tensors autograd keeps for the backward
+
+    def keep(tensor):
+        storage = tensor.untyped_storage()
+        saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
     def step() -> None:
-        if size == 1:
-            scores = model.score_targets(model.hidden_states(inputs), ids, targets)
-        else:
-            hidden, shard = sp_hidden_states(model, inputs, group)
-            scores = sp_score_targets(model, hidden, shard, ids, targets, group)
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            if size == 1:
+                scores = model.score_targets(model.hidden_states(inputs), ids, targets)
+            else:
+                hidden, shard = sp_hidden_states(model, inputs, group)
+                scores = sp_score_targets(model, hidden, shard, ids, targets, group)
         (-scores.logprobs.sum()).backward()
         model.zero_grad(set_to_none=True)
 
@@ -75,7 +94,8 @@ def worker(args) -> None:
         step()
         seconds.append(time.perf_counter() - began)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    row = {"rank": rank, "peak_gib": max(peak - before, 0) / 2**30, "seconds": statistics.median(seconds)}
+    row = {"rank": rank, "peak_gib": max(peak - before, 0) / 2**30, "seconds": statistics.median(seconds),
+           "saved_for_backward_gib": sum(saved.values()) / 2**30}
     rows = [None] * size
     dist.all_gather_object(rows, row)
     if rank == 0:
@@ -92,11 +112,16 @@ def measure(sp: int, length: int, args) -> dict:
            "--heads", str(args.heads), "--layers", str(args.layers), "--repeats", str(args.repeats),
            "--workdir", str(args.workdir)]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // sp))}
+    if args.malloc == "release":
+        env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
+    else:
+        env.pop("MALLOC_MMAP_THRESHOLD_", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode != 0:
         return {"sp": sp, "length": length, "error": proc.stderr.strip().splitlines()[-1][:300]}
     ranks = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"sp": sp, "length": length, "peak_gib_max_rank": max(r["peak_gib"] for r in ranks),
+            "saved_for_backward_gib_max_rank": max(r["saved_for_backward_gib"] for r in ranks),
             "seconds": max(r["seconds"] for r in ranks), "ranks": ranks}
 
 
@@ -109,6 +134,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cap-gib", type=float, default=None, help="memory cap per rank for the longest-fit column")
+    parser.add_argument("--malloc", choices=["release", "glibc"], default="release",
+                        help="release: tensors of 64 KiB or more are unmapped when freed (RSS follows live tensors); "
+                             "glibc: the allocator's defaults")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".cache" / "sequence_parallel")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "sequence_parallel.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -125,11 +153,13 @@ def main() -> None:
             if "error" in row:
                 print(f"sp {sp}, {length} tokens: failed: {row['error']}", flush=True)
             else:
-                print(f"sp {sp}, {length:6d} tokens: {row['peak_gib_max_rank']:.2f} GiB peak per rank, "
-                      f"{row['seconds']:.2f} s", flush=True)
+                print(f"sp {sp}, {length:6d} tokens: {row['peak_gib_max_rank']:.2f} GiB peak per rank "
+                      f"({row['saved_for_backward_gib_max_rank']:.2f} saved for the backward), {row['seconds']:.2f} s",
+                      flush=True)
     result = {
         "command": "python benchmarks/sequence_parallel.py " + " ".join(sys.argv[1:]),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "malloc": args.malloc,
         "model": {"width": args.width, "heads": args.heads, "kv_heads": 2, "layers": args.layers},
         "rows": rows,
     }

@@ -57,6 +57,9 @@ class LongVideoDataModule(L.LightningDataModule):
             this many have been seen, then the run stops with an error.
         shuffle_seed: seed of the training data order (shuffled per epoch from ``(seed, epoch)``, and
             resumable mid-epoch from a checkpoint); default: the seed given to ``seed_everything``.
+        frame_cache_mb: keep the training split's decoded clips in memory, up to this many MB per
+            DataLoader worker (least recently used dropped first), so a small training set read
+            for many epochs is decoded once; 0 (default) decodes every time.
         processor: the model's processor; by default the LightningModule's.
     """
 
@@ -82,6 +85,7 @@ class LongVideoDataModule(L.LightningDataModule):
         max_length: int | None = None,
         max_bad_videos: int = 10,
         shuffle_seed: int | None = None,
+        frame_cache_mb: float = 0,
         processor: Any = None,
     ) -> None:
         super().__init__()
@@ -142,6 +146,7 @@ class LongVideoDataModule(L.LightningDataModule):
                 path, self._sampling(multiple), video_root=self.hparams.video_root,
                 require_reasoning=self._collate_mode(stage) == "sft" and self.hparams.think,
                 frame_choices=tuple(choices) if choices else None, seed=self._seed(),
+                frame_cache_mb=self.hparams.frame_cache_mb if stage == "fit" else 0,
             )
         return self.datasets[stage]
 

@@ -6,6 +6,10 @@ Everything is built offline from config at session start (seconds), never downlo
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,38 @@ def loaded_models(tiny_checkpoints):
     from lightning_longrl.models.video_lm import VideoLanguageModel
 
     return {arch: VideoLanguageModel.from_pretrained(path).eval() for arch, path in tiny_checkpoints.items()}
+
+
+@pytest.fixture(scope="module")
+def openai_server(tiny_checkpoints):
+    """vLLM's OpenAI-compatible server on loopback with the tiny Qwen2.5-VL (CPU), for real (one per test module)."""
+    from helpers import free_port
+
+    port = free_port()
+    log = Path(str(tiny_checkpoints["qwen2_5_vl"])).parent / f"vllm-server-{port}.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_checkpoints["qwen2_5_vl"]),
+             "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+             "--enforce-eager", "--max-model-len", "4096", "--limit-mm-per-prompt", '{"image": 8, "video": 0}'],
+            stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, f"the vLLM server exited: {log.read_text()[-3000:]}"
+            assert time.time() < deadline, f"the vLLM server did not start: {log.read_text()[-3000:]}"
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -77,6 +77,9 @@ def test_config_builds(path, tiny_checkpoints):
     ("--model.init_args.loss.clip_low", "1.0", "need 0 <= clip_low < 1"),
     ("--model.init_args.update.epochs", "0", "update epochs must be >= 1, got 0"),
     ("--model.init_args.sampling.num_samples", "0", "num_samples (G) must be >= 1, got 0"),
+    ("--model.init_args.loss.objective", "gspo", "gspo clips one ratio per response and needs aggregation: sequence_mean"),
+    ("--model.init_args.advantage.eps", "-1", "advantage eps must be >= 0, got -1"),
+    ("--model.init_args.overlong_penalty.buffer", "48", "overlong_penalty buffer (48) must be below sampling max_new_tokens (48)"),
 ])
 def test_a_bad_value_in_a_config_fails_when_built(option, value, message, tiny_checkpoints):
     """The config dataclasses' own checks reject the value, and the error says which check."""
@@ -85,3 +88,26 @@ def test_a_bad_value_in_a_config_fails_when_built(option, value, message, tiny_c
     with pytest.raises(ValueError) as err:
         _build(ROOT / "demo" / "grpo.yaml", "--model.init_args.model.path", checkpoint, option, value)
     assert message in str(err.value)
+
+
+def test_rl_variants_and_a_judge_reward_build_from_yaml(tmp_path, tiny_checkpoints):
+    """The objectives, estimators, overlong penalty and a reward class with arguments as a user writes them."""
+    extra = tmp_path / "variants.yaml"
+    extra.write_text("""
+model:
+  init_args:
+    loss: {objective: gspo, aggregation: sequence_mean, clip_low: 3.0e-4, clip_high: 4.0e-4}
+    advantage: {estimator: rloo}
+    overlong_penalty: {buffer: 16, weight: 0.5}
+    rewards:
+      - {name: judge, function: lightning_longrl.rl.judge.JudgeReward, weight: 0.9,
+         arguments: {base_url: "http://127.0.0.1:9/v1", model: judge, concurrency: 2}}
+      - {name: format, function: lightning_longrl.rl.rewards.format_reward, weight: 0.1}
+""")
+    cli = _build(ROOT / "demo" / "grpo.yaml", "--config", str(extra), "--model.init_args.model.path",
+                 str(tiny_checkpoints["qwen2_5_vl"]))
+    module = cli.model
+    assert module.loss_config.objective == "gspo" and module.advantage.estimator == "rloo"
+    assert module.overlong_penalty.buffer == 16 and module.reward.names == ["judge", "format"]
+    judge = module.reward.functions[0]
+    assert type(judge).__name__ == "JudgeReward" and judge.client.concurrency == 2

@@ -3,12 +3,8 @@ OpenAI-compatible server (vLLM's, on loopback), and the `lightning-longrl filter
 filter. The tiny models write nonsense; the tests check structure, resumption, rejects and labels."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -186,39 +182,6 @@ def test_curate_with_local_models_resumes_and_keeps_rejects(tmp_path, tiny_check
     (prompts / "caption.txt").write_text("Describe {the_clip}.")
     with pytest.raises(ValueError, match=r"caption.txt: bad placeholder"):
         curate(CurateConfig(**{**config.__dict__, "output_dir": str(tmp_path / "out2"), "prompts_dir": str(prompts)}))
-
-
-@pytest.fixture(scope="module")
-def openai_server(tiny_checkpoints):
-    """vLLM's OpenAI-compatible server on loopback with the tiny Qwen2.5-VL (CPU), for real."""
-    port = free_port()
-    log = Path(str(tiny_checkpoints["qwen2_5_vl"])).parent / f"vllm-server-{port}.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
-    with log.open("w") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_checkpoints["qwen2_5_vl"]),
-             "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-             "--enforce-eager", "--max-model-len", "4096", "--limit-mm-per-prompt", '{"image": 8, "video": 0}'],
-            stdout=sink, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, f"the vLLM server exited: {log.read_text()[-3000:]}"
-            assert time.time() < deadline, f"the vLLM server did not start: {log.read_text()[-3000:]}"
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.mark.slow

@@ -98,3 +98,35 @@ def test_training_clips_draw_their_frame_count_from_train_num_frames(synth_dir):
     assert {len(plain[i].frames) for i in range(len(plain))} == {8}
     with pytest.raises(ValueError, match="cannot be combined with fps"):
         LongVideoDataModule(train_file=str(synth_dir / "train.jsonl"), fps=1.0, num_frames=None, train_num_frames=[4, 8])
+
+
+def test_frame_cache_returns_the_decoded_clip_and_stays_within_its_budget(synth_dir, checkpoint):
+    """A cached read is the same clip as a fresh decode; the cache drops the least recently used
+    clips beyond its budget; only the training split of the data module caches."""
+    import numpy as np
+
+    from lightning_longrl.data.dataset import VideoQADataset
+    from lightning_longrl.data.video import FrameSampling
+    from lightning_longrl.models.config import ModelConfig, load_processor
+
+    sampling = FrameSampling(num_frames=8, max_pixels=28 * 28)
+    fresh = VideoQADataset(synth_dir / "train.jsonl", sampling)
+    clip_bytes = fresh[0].frames.nbytes + fresh[0].timestamps.nbytes
+    cached = VideoQADataset(synth_dir / "train.jsonl", sampling, frame_cache_mb=2.5 * clip_bytes / 2**20)
+    for _ in range(2):  # two epochs over three videos with room for two clips
+        for i in range(3):
+            sample = cached[i]
+            assert np.array_equal(sample.frames, fresh[i].frames)
+            assert np.array_equal(sample.timestamps, fresh[i].timestamps)
+    cache = cached.frame_cache
+    assert len(cache.entries) == 2 and cache.bytes <= cache.max_bytes
+    assert cache.hits == 0 and cache.misses == 6, "LRU with room for 2 of 3 clips read in a cycle never hits"
+    assert cached[2] is not None and cache.hits == 1, "the most recent clip is kept"
+    with pytest.raises(ValueError, match="frame_cache_mb"):
+        VideoQADataset(synth_dir / "train.jsonl", sampling, frame_cache_mb=-1)
+    data = LongVideoDataModule(train_file=str(synth_dir / "train.jsonl"), val_file=str(synth_dir / "val.jsonl"),
+                               num_frames=8, max_pixels=28 * 28, frame_cache_mb=64,
+                               processor=load_processor(ModelConfig(path=str(checkpoint))))
+    data.setup("fit")
+    assert data.dataset("fit").frame_cache is not None and data.dataset("validate").frame_cache is None
+

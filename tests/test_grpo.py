@@ -136,6 +136,32 @@ def test_skipped_old_policy_pass_trains_exactly_as_a_separate_pass(tmp_path, tin
         assert [s[key] for s in logged[0]] == pytest.approx([s[key] for s in logged[1]], abs=1e-6), key
 
 
+def test_gradient_checkpointing_with_frozen_vision_trains_like_without(tmp_path, tiny_checkpoints, synth_dir):
+    """The real-model settings (configs/qwen2_5_vl_7b/grpo.yaml: frozen vision tower, gradient
+    checkpointing, shared prefill): the update scores whole sequences instead of the shared
+    prefill, which checkpointed layers cannot backpropagate through, and trains as without
+    checkpointing. (It raised in the update pass before, found by benchmarks/gpu_check.py.)"""
+    weights, logged = [], []
+    for checkpointing in (False, True):
+        recorder = MetricsRecorder()
+        trainer, module, data = grpo_run(
+            tmp_path / str(checkpointing), tiny_checkpoints["qwen2_5_vl"], synth_dir, max_steps=2,
+            module_kwargs={"model": ModelConfig(path=str(tiny_checkpoints["qwen2_5_vl"]), gradient_checkpointing=checkpointing),
+                           "rewards": PARITY_REWARDS, "update": UpdateConfig(shared_prefill=True),
+                           "optimizer": lambda p: torch.optim.SGD(p, lr=0.5)},
+            trainer_kwargs={"callbacks": [recorder]},
+        )
+        trainer.fit(module, data)
+        assert module.model.hf.is_gradient_checkpointing == checkpointing
+        weights.append({n: p.detach().clone() for n, p in module.model.named_parameters()})
+        logged.append(recorder.steps)
+    assert any(step["policy/grad_norm"] > 0 for step in logged[0])
+    for name, value in weights[0].items():
+        assert torch.allclose(value, weights[1][name], atol=1e-5, rtol=0), name
+    for key in ("policy/loss", "policy/kl"):
+        assert [s[key] for s in logged[0]] == pytest.approx([s[key] for s in logged[1]], abs=1e-5), key
+
+
 @pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_logprobs_with_cache_equal_logprobs_without(tmp_path, tiny_checkpoints, synth_dir, arch):
     """Scoring rollouts from cached embeddings equals re-encoding the pixels for the pass, and a

@@ -15,7 +15,7 @@ SOURCES = {"lightning_longrl": REPO / "lightning_longrl", "lightning_longrl.call
            "lightning_longrl.datamodules": REPO / "datamodules"}
 # bottom to top; parts that share a rank must not import each other
 LAYERS = {
-    "importing": 0, "distributed": 0,
+    "importing": 0, "distributed": 0, "chat": 0,
     "data": 1,
     "models": 2, "synth": 2, "datamodules": 2,
     "parallel": 3,

@@ -14,13 +14,13 @@ import base64
 import io
 import logging
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+
+from lightning_longrl.chat import ChatClient, ChatError
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ class Request:
     """JSON schema of the reply, used by backends with ``json_schema`` on."""
 
 
-class BackendError(RuntimeError):
-    """A request failed after all its attempts (the message says why)."""
+BackendError = ChatError
+"""A request failed after all its attempts (the message says why)."""
 
 
 class Backend:
@@ -251,56 +251,30 @@ class VLLMBackend(Backend):
 
 # ------------------------------------------------------------------------------------ HTTP
 class OpenAIBackend(Backend):
-    """An OpenAI-compatible ``/chat/completions`` endpoint through the ``openai`` SDK (its retries
-    with backoff, its time-outs, structured outputs via ``response_format``), with bounded
-    concurrency. Without ``api_key_env`` the placeholder key ``EMPTY`` is sent (servers started
-    without a key, such as vLLM's by default, ignore it)."""
+    """An OpenAI-compatible ``/chat/completions`` endpoint through :class:`~lightning_longrl.chat.ChatClient`
+    (the ``openai`` SDK's retries with backoff and time-outs, bounded concurrency; the client RL's
+    judge reward uses too), with structured outputs via ``response_format``."""
 
     def __init__(self, config: BackendConfig) -> None:
-        import httpx
-        from openai import OpenAI
-
         self.config = config
-        key = None
-        if config.api_key_env is not None:
-            key = os.environ.get(config.api_key_env)
-            if not key:
-                raise ValueError(f"openai backend: the environment variable {config.api_key_env} (api_key_env) is not set")
-        self.attempts = 0  # HTTP requests sent, retries included
-        self._lock = threading.Lock()
+        self.client = ChatClient(config.base_url, config.model, config.api_key_env, config.concurrency,
+                                 config.retries, config.timeout_s, name=f"{config.kind}:{config.model}")
 
-        def count(_request: httpx.Request) -> None:
-            with self._lock:
-                self.attempts += 1
-
-        self.client = OpenAI(base_url=config.base_url, api_key=key or "EMPTY", max_retries=config.retries,
-                             timeout=config.timeout_s,
-                             http_client=httpx.Client(timeout=config.timeout_s, event_hooks={"request": [count]}))
+    @property
+    def attempts(self) -> int:
+        """HTTP requests sent, retries included."""
+        return self.client.attempts
 
     def generate(self, requests: Sequence[Request]) -> list[str | BackendError]:
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            return list(pool.map(self._one, requests))
+        return self.client.complete([self._kwargs(r) for r in requests])
 
-    def _one(self, request: Request) -> str | BackendError:
-        import openai
-
-        kwargs: dict[str, Any] = {"model": self.config.model, "messages": openai_messages(request),
-                                  "max_tokens": self.config.max_new_tokens, "temperature": self.config.temperature,
-                                  "seed": self.config.seed}
+    def _kwargs(self, request: Request) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"messages": openai_messages(request), "max_tokens": self.config.max_new_tokens,
+                                  "temperature": self.config.temperature, "seed": self.config.seed}
         if self.config.json_schema and request.schema is not None:
             kwargs["response_format"] = {"type": "json_schema",
                                          "json_schema": {"name": "record", "schema": request.schema, "strict": True}}
-        try:
-            reply = self.client.chat.completions.create(**kwargs)
-            return (reply.choices[0].message.content or "").strip()
-        except openai.APIStatusError as err:  # retried first when the status allows it
-            last = f"HTTP {err.status_code}: {str(err.message)[:300]}"
-        except openai.APIConnectionError as err:  # connection refused or cut, time-out: retried first
-            last = f"{type(err).__name__}: {err.__cause__ or err}"
-        except Exception as err:  # noqa: BLE001 - a reply of another shape: reported, not retried
-            last = f"unexpected reply ({type(err).__name__}: {err})"
-        log.warning("%s: request failed: %s (HTTP requests sent so far: %d)", self.name, last, self.attempts)
-        return BackendError(last)
+        return kwargs
 
     def close(self) -> None:
         self.client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from lightning_longrl.data.records import VideoQARecord, read_records
-from lightning_longrl.data.video import FrameSampling, VideoDecodeError, read_video
+from lightning_longrl.data.video import FrameSampling, VideoClip, VideoDecodeError, read_video
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,41 @@ def resolve_video_path(record: VideoQARecord, video_root: str | Path | None) -> 
     return path
 
 
+class FrameCache:
+    """Decoded clips kept in this process's memory, least recently used dropped beyond ``max_mb``.
+
+    For a training split read for many epochs (the demo reads each of its 1,000 SFT videos six
+    times): every clip is decoded once per DataLoader worker (whose copy lives as long as the
+    worker; the training loader's workers are persistent). Cached clips are the same arrays a
+    fresh decode returns, so training is unchanged.
+    """
+
+    def __init__(self, max_mb: float) -> None:
+        self.max_bytes = int(max_mb * 2**20)
+        self.bytes = 0
+        self.entries: OrderedDict[tuple, VideoClip] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> VideoClip | None:
+        clip = self.entries.get(key)
+        if clip is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(key)
+        return clip
+
+    def put(self, key: tuple, clip: VideoClip) -> None:
+        size = clip.frames.nbytes + clip.timestamps.nbytes
+        if size > self.max_bytes or key in self.entries:
+            return
+        self.entries[key] = clip
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, dropped = self.entries.popitem(last=False)
+            self.bytes -= dropped.frames.nbytes + dropped.timestamps.nbytes
+
+
 class VideoQADataset(Dataset):
     """Records of one JSONL file; ``__getitem__`` decodes the frames of the record's clip.
 
@@ -63,6 +99,8 @@ class VideoQADataset(Dataset):
             record's index), instead of ``sampling.num_frames`` for all: training on several
             frame counts keeps a model good at all of them.
         seed: seed of the frame-count draw.
+        frame_cache_mb: keep decoded clips in memory, up to this many MB per process
+            (:class:`FrameCache`); 0 decodes every time.
     """
 
     def __init__(
@@ -73,9 +111,13 @@ class VideoQADataset(Dataset):
         require_reasoning: bool = False,
         frame_choices: tuple[int, ...] | None = None,
         seed: int = 0,
+        frame_cache_mb: float = 0,
     ) -> None:
+        if frame_cache_mb < 0:
+            raise ValueError(f"frame_cache_mb must be >= 0, got {frame_cache_mb}")
         self.frame_choices = tuple(frame_choices) if frame_choices else None
         self.seed = seed
+        self.frame_cache = FrameCache(frame_cache_mb) if frame_cache_mb > 0 else None
         if self.frame_choices is not None:
             if sampling.num_frames is None:
                 raise ValueError("frame_choices replace num_frames; they cannot be combined with fps sampling")
@@ -102,7 +144,7 @@ class VideoQADataset(Dataset):
         dataset = cls.__new__(cls)
         dataset.records_file, dataset.records = Path(source), list(records)
         dataset.video_root, dataset.sampling = Path(video_root), sampling
-        dataset.frame_choices, dataset.seed = None, 0
+        dataset.frame_choices, dataset.seed, dataset.frame_cache = None, 0, None
         return dataset
 
     def sampling_of(self, index: int) -> FrameSampling:
@@ -121,8 +163,14 @@ class VideoQADataset(Dataset):
         if not path.is_file():
             return SkippedSample(record, f"video file not found: {path}")
         began = time.perf_counter()
-        try:
-            clip = read_video(path, self.sampling_of(index), start=record.start, end=record.end)
-        except VideoDecodeError as err:
-            return SkippedSample(record, str(err))
+        sampling = self.sampling_of(index)
+        key = (str(path), sampling, record.start, record.end)
+        clip = self.frame_cache.get(key) if self.frame_cache is not None else None
+        if clip is None:
+            try:
+                clip = read_video(path, sampling, start=record.start, end=record.end)
+            except VideoDecodeError as err:
+                return SkippedSample(record, str(err))
+            if self.frame_cache is not None:
+                self.frame_cache.put(key, clip)
         return VideoSample(record, clip.frames, clip.timestamps, time.perf_counter() - began)

@@ -46,6 +46,12 @@ def load_model(config: ModelConfig, processor=None, checkpoint_contexts: Checkpo
             recomputation runs under the sequence-parallel attention of its forward).
     """
     model = VideoLanguageModel.from_pretrained(config.path, config.dtype, config.attn_implementation, processor)
+    return prepare_for_training(model, config, checkpoint_contexts)
+
+
+def prepare_for_training(model: VideoLanguageModel, config: ModelConfig,
+                         checkpoint_contexts: CheckpointContexts | None = None) -> VideoLanguageModel:
+    """Freeze the vision tower and switch on activation checkpointing as ``config`` says; train mode."""
     if config.freeze_vision:
         model.vision_tower.requires_grad_(False)
     if config.gradient_checkpointing:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from lightning_longrl.data.prompts import END_OF_TURN
 from lightning_longrl.distributed import reduce_scalar, world_size
+from lightning_longrl.models.attention import use_fast_attention
 from lightning_longrl.models.mrope import mrope_position_ids
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,22 @@ class VideoEmbeddings(NamedTuple):
 
     def detach(self) -> VideoEmbeddings:
         return VideoEmbeddings(self.embeds.detach(), self.grid_thw, tuple(d.detach() for d in self.deepstack))
+
+    def permute_frames(self, order: Tensor) -> VideoEmbeddings:
+        """One video's embeddings with its temporal patches in ``order`` (``[t]``, a permutation):
+        what the vision tower gives for the frames shuffled that way, without running it (each
+        temporal patch is encoded on its own; ``tests/test_temporal.py`` checks it per architecture).
+        """
+        if self.grid_thw.shape[0] != 1:
+            raise ValueError(f"permute_frames takes one video's embeddings, got {self.grid_thw.shape[0]}")
+        t = int(self.grid_thw[0, 0])
+        if sorted(order.tolist()) != list(range(t)):
+            raise ValueError(f"order must be a permutation of the video's {t} temporal patches, got {order.tolist()}")
+
+        def reorder(x: Tensor) -> Tensor:  # [N, H] -> [t, N / t, H] -> reordered -> [N, H]
+            return x.view(t, -1, x.shape[-1])[order.to(x.device)].reshape(x.shape)
+
+        return VideoEmbeddings(reorder(self.embeds), self.grid_thw, tuple(reorder(d) for d in self.deepstack))
 
     def state_dict(self) -> dict[str, Any]:
         """CPU tensors in plain containers (loadable with ``torch.load(weights_only=True)``)."""
@@ -176,7 +193,33 @@ class VideoLanguageModel(nn.Module):
             path, dtype=getattr(torch, dtype), attn_implementation=resolve_attn_implementation(attn_implementation),
             local_files_only=True,
         )
+        use_fast_attention(hf_model)
         return cls(hf_model, processor)
+
+    @classmethod
+    def from_config(
+        cls,
+        config,
+        processor,
+        dtype: Dtype = "float32",
+        attn_implementation: AttnImplementation = "auto",
+        device: str | torch.device = "cpu",
+    ) -> VideoLanguageModel:
+        """A randomly initialised model of ``config`` (a Hugging Face Qwen-VL config), built on
+        ``device``: real model sizes for speed and memory measurements without any weights file.
+
+        Args:
+            config: e.g. a ``Qwen2_5_VLConfig`` with a real model's sizes; its special token ids
+                must be those of ``processor``'s tokenizer.
+            processor: the processor the model is used with.
+        """
+        from transformers import AutoModelForImageTextToText
+
+        with torch.device(device):
+            hf_model = AutoModelForImageTextToText.from_config(
+                config, dtype=getattr(torch, dtype), attn_implementation=resolve_attn_implementation(attn_implementation))
+        use_fast_attention(hf_model)
+        return cls(hf_model, processor).eval()
 
     # ----------------------------------------------------------------------------------- facts
     @property

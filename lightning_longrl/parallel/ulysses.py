@@ -3,8 +3,10 @@
 Each rank of a sequence-parallel group holds a contiguous slice of the sequence. Before
 attention, an all-to-all trades sequence slices for head groups: every rank then holds all
 positions of ``heads / sp`` heads and runs ordinary causal attention over the whole sequence;
-a second all-to-all trades back. Both exchanges are differentiable. Key/value heads are
-replicated to the query heads when there are fewer of them than ranks.
+a second all-to-all trades back. Both exchanges are differentiable. When there are fewer
+key/value heads than ranks, each is copied just often enough for every rank to get one; the
+query heads a rank holds then share its key/value heads inside SDPA (grouped-query attention)
+instead of each getting a copy.
 
 The model's own code is untouched: :func:`ulysses_attention` is registered under the name
 ``"ulysses"`` and selected by setting the language model's ``_attn_implementation`` for the
@@ -18,6 +20,7 @@ gathered heads, with the padding mask when there is left padding.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -70,16 +73,19 @@ def ulysses_attention(
     heads, kv_heads = query.shape[1], key.shape[1]
     if heads % sp:
         raise ValueError(f"{heads} attention heads cannot be split over a sequence-parallel group of {sp}")
-    if kv_heads % sp:  # fewer (or indivisible) KV heads than ranks: give every query head its own copy
-        key = key.repeat_interleave(heads // kv_heads, dim=1)
-        value = value.repeat_interleave(heads // kv_heads, dim=1)
-    # [B, H, l, D] -> [B, H/sp, L, D]: all positions of this rank's heads
+    if kv_heads % sp:  # fewer (or indivisible) KV heads than ranks: copy each just enough to give every rank its own
+        copies = sp // math.gcd(kv_heads, sp)
+        key = key.repeat_interleave(copies, dim=1)
+        value = value.repeat_interleave(copies, dim=1)
+    # [B, H, l, D] -> [B, H/sp, L, D]: all positions of this rank's heads (and of its share of the KV heads)
     q, k, v = (all_to_all(t, scatter_dim=1, gather_dim=2, group=group) for t in (query, key, value))
-    if k.shape[1] != q.shape[1]:
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
     dropout = dropout if module.training else 0.0
     padding = _ACTIVE.key_padding
+    grouped = k.shape[1] != q.shape[1]
+    if grouped and not _sdpa_takes_grouped_heads(q, masked=not _ACTIVE.padding_only_at_end):
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+        grouped = False
     if _ACTIVE.kernel.startswith("flash_attention"):
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -95,17 +101,24 @@ def ulysses_attention(
     elif _ACTIVE.padding_only_at_end:
         # causality alone hides trailing padding from every real token: the memory-efficient
         # causal kernels apply (no [L, L] mask, no materialised scores)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, scale=scaling)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=grouped)
     else:
         length = q.shape[2]
         causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
         mask = causal[None, None] & padding[:, None, None, :]
         # a padding query would see no key at all (NaN); let it see itself, its output is never used
         mask = mask | torch.eye(length, dtype=torch.bool, device=q.device)[None, None]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling, enable_gqa=grouped)
     # [B, H/sp, L, D] -> [B, H, l, D] -> [B, l, H, D]
     out = all_to_all(out, scatter_dim=2, gather_dim=1, group=group)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _sdpa_takes_grouped_heads(query: Tensor, masked: bool) -> bool:
+    """Whether SDPA runs grouped-query attention here without copying the KV heads: on CPU always;
+    on CUDA without a mask (with one, grouped heads fall back to the math kernel, as transformers
+    notes, so the heads are repeated instead)."""
+    return query.device.type == "cpu" or not masked
 
 
 def _no_mask(*args, **kwargs) -> None:

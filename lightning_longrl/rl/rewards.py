@@ -3,7 +3,11 @@
 A reward function takes one response text and the record it answers and returns a float. The
 defaults are strict: a response earns accuracy credit only when it is well formed, so answers
 outside the tags, several answer blocks, an empty answer or an unclosed ``<think>`` earn nothing.
-Other functions plug in from YAML by import path (``RewardSpec.function``).
+Other functions plug in from YAML by import path (``RewardSpec.function``); a class named there
+is built with ``RewardSpec.arguments``, and when it has ``score_batch(responses, records)`` it
+scores a whole step's responses at once (the LLM judge, :mod:`lightning_longrl.rl.judge`, sends
+them concurrently) and may mark responses whose scoring failed. Length shaping
+(:class:`OverlongPenalty`) works on token counts, not texts, and is added to the total after them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
 
 from lightning_longrl.data.prompts import normalize_choice, parse_response
 from lightning_longrl.data.records import VideoQARecord
@@ -76,6 +83,18 @@ class RewardSpec:
     function: str
     """Import path of a ``(response: str, record: VideoQARecord) -> float`` function."""
     weight: float = 1.0
+    arguments: dict[str, Any] | None = None
+    """When set, ``function`` names a class built with these arguments (e.g. the judge's endpoint)."""
+
+
+@dataclass
+class BatchScores:
+    """What a batched reward (one with ``score_batch``) returns for N responses."""
+
+    values: list[float]
+    failed: list[bool] | None = None
+    """Responses whose scoring failed (they got the term's failure score); logged as the term
+    ``<name>_failed``."""
 
 
 def default_rewards() -> list[RewardSpec]:
@@ -111,6 +130,14 @@ class CombinedReward:
         self.functions: list[RewardFunction] = []
         for spec in specs:
             function = import_object(spec.function, f"reward {spec.name!r}")
+            if spec.arguments is not None:
+                if not isinstance(function, type):
+                    raise ValueError(f"reward {spec.name!r}: arguments given but {spec.function!r} is not a class")
+                try:
+                    function = function(**spec.arguments)
+                except TypeError as err:
+                    raise ValueError(f"reward {spec.name!r}: {spec.function} does not take arguments "
+                                     f"{sorted(spec.arguments)} ({err})") from err
             if not callable(function):
                 raise ValueError(f"reward {spec.name!r}: {spec.function!r} is not callable")
             self.functions.append(function)
@@ -121,13 +148,55 @@ class CombinedReward:
 
     def __call__(self, responses: list[str], records: list[VideoQARecord]) -> RewardScores:
         terms = {}
+        extra = {}
         for spec, function in zip(self.specs, self.functions):
-            values = []
-            for response, record in zip(responses, records):
-                value = float(function(response, record))
+            if hasattr(function, "score_batch"):
+                scores = function.score_batch(responses, records)
+                values = [float(v) for v in scores.values]
+                if len(values) != len(responses):
+                    raise ValueError(f"reward {spec.name!r} returned {len(values)} scores for {len(responses)} responses")
+                if scores.failed is not None:
+                    extra[f"{spec.name}_failed"] = [float(f) for f in scores.failed]
+            else:
+                values = [float(function(response, record)) for response, record in zip(responses, records)]
+            for value, record in zip(values, records):
                 if not math.isfinite(value):
                     raise ValueError(f"reward {spec.name!r} returned {value} for record {record.id!r}")
-                values.append(value)
             terms[spec.name] = values
         total = [sum(s.weight * terms[s.name][i] for s in self.specs) for i in range(len(responses))]
-        return RewardScores(total, terms)
+        return RewardScores(total, {**terms, **extra})
+
+
+@dataclass
+class OverlongPenalty:
+    """DAPO's soft overlong punishment: a penalty that grows over the last ``buffer`` tokens before
+    the length limit, added to every response's reward (logged as ``reward/overlong``).
+
+    With ``L`` the response's length in tokens and ``L_max`` the rollouts' ``max_new_tokens``: 0 up
+    to ``L_max - buffer``, then falling linearly to ``-weight`` at ``L_max`` (and ``-weight``
+    beyond). A response cut at the limit rarely ends with an answer; the ramp tells the policy
+    so before it gets there. ``buffer: 0`` (the default) turns it off.
+    """
+
+    buffer: int = 0
+    """Tokens before ``max_new_tokens`` over which the penalty ramps up (DAPO: 4,096 of 20,480)."""
+    weight: float = 1.0
+    """The penalty at the limit (DAPO: 1)."""
+
+    def __post_init__(self) -> None:
+        if self.buffer < 0:
+            raise ValueError(f"overlong_penalty buffer must be >= 0, got {self.buffer}")
+        if self.weight < 0:
+            raise ValueError(f"overlong_penalty weight must be >= 0, got {self.weight}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.buffer > 0 and self.weight > 0
+
+    def __call__(self, lengths: Tensor, max_new_tokens: int) -> Tensor:
+        """Penalties (<= 0), float32 and shaped like ``lengths`` (response lengths in tokens)."""
+        if self.buffer >= max_new_tokens:
+            raise ValueError(f"overlong_penalty buffer ({self.buffer}) must be below max_new_tokens ({max_new_tokens})")
+        free = max_new_tokens - self.buffer
+        over = (lengths.float() - free).clamp(min=0.0) / self.buffer
+        return -self.weight * over.clamp(max=1.0)

@@ -78,7 +78,9 @@ class ResponseScorer:
         """
         device = groups.rewards.device
         sp_group = self.sp_group()
-        if sp_group is None and self.update.shared_prefill and not (grad and model.hf.is_gradient_checkpointing):
+        # a shared prefill cannot be backpropagated through checkpointed layers (they drop its KV cache)
+        backprop_checkpointed = torch.is_grad_enabled() and model.training and model.hf.is_gradient_checkpointing
+        if sp_group is None and self.update.shared_prefill and not backprop_checkpointed:
             g = groups.group_size
             questions = sorted({r // g for r in rows})
             video = self._videos(model, groups, questions, namespace, timer, grad)

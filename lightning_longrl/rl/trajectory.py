@@ -1,6 +1,6 @@
 """One GRPO trajectory: B questions, each video encoded once (or taken from the embedding cache),
-G responses per question sampled from those embeddings, rewarded, and normalised within each
-group into advantages."""
+G responses per question sampled from those embeddings, rewarded (text rewards, then length
+shaping), and turned into advantages by the configured estimator (group-normalised by default)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
 from lightning_longrl.parallel.encode import sp_encode_video
-from lightning_longrl.rl.advantages import group_advantages
+from lightning_longrl.rl.advantages import AdvantageConfig
 from lightning_longrl.rl.embedding_cache import VideoEmbeddingCache
 from lightning_longrl.rl.groups import RolloutGroups
 from lightning_longrl.rl.monitoring import PhaseTimer
-from lightning_longrl.rl.rewards import CombinedReward
+from lightning_longrl.rl.rewards import CombinedReward, OverlongPenalty
 from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingConfig, cat_generations, decode_responses
+from lightning_longrl.rl.temporal import TemporalContrastConfig, shuffle_frames, temporal_bonus
 
 Encoder = Callable[[list[int]], list[VideoEmbeddings]]
 """Encodes the videos at the given positions in one vision-tower call."""
@@ -53,9 +54,12 @@ def video_encoder(model: VideoLanguageModel, pixels: list[Tensor], grids: Tensor
 def sample_groups(model: VideoLanguageModel, engine: RolloutEngine, cache: VideoEmbeddingCache, batch: VideoBatch,
                   sampling: SamplingConfig, reward: CombinedReward, generator: torch.Generator, timer: PhaseTimer,
                   device: torch.device, sp_group: dist.ProcessGroup | None, keep_pixels: bool,
-                  advantage_eps: float) -> tuple[RolloutGroups, RolloutView]:
+                  advantage: AdvantageConfig,
+                  overlong: OverlongPenalty | None = None,
+                  temporal: TemporalContrastConfig | None = None) -> tuple[RolloutGroups, RolloutView]:
     """Encode the batch's videos once, sample ``sampling.num_samples`` responses per question from
-    ``engine``, reward them and compute group-normalised advantages.
+    ``engine``, reward them (``overlong`` adds its length penalty; ``temporal`` also samples G on
+    the shuffled videos and adds the temporal bonus) and compute their advantages.
 
     With the cache off every rollout encodes its video again (as RL frameworks without the cache
     do), so the saving can be measured. ``keep_pixels``: the groups keep the patches, for passes
@@ -79,6 +83,10 @@ def sample_groups(model: VideoLanguageModel, engine: RolloutEngine, cache: Video
             with timer("rollout"):
                 parts.append(engine.generate(request(videos, 1), sampling, generator))
         generation = _interleave(parts, model.pad_token_id)
+    shuffled = None
+    if temporal is not None and temporal.enabled:  # the same embeddings, temporal patches shuffled: no encoding
+        with timer("rollout"):
+            shuffled = engine.generate(request(shuffle_frames(videos, generator), g), sampling, generator)
     engine.release()  # free the engine's memory for the update phase (GPU)
     with timer("reward"):
         texts = decode_responses(model, generation)
@@ -86,7 +94,15 @@ def sample_groups(model: VideoLanguageModel, engine: RolloutEngine, cache: Video
         shape = (len(batch), g)
         rewards = torch.tensor(scores.total, dtype=torch.float32).view(shape)  # [B, G]
         terms = {k: torch.tensor(v, dtype=torch.float32).view(shape) for k, v in scores.terms.items()}
-        advantages = group_advantages(rewards, advantage_eps)  # [B, G]
+        if shuffled is not None:
+            shuffled_scores = reward(decode_responses(model, shuffled), [r for r in batch.records for _ in range(g)])
+            terms["shuffled_accuracy"] = torch.tensor(shuffled_scores.terms["accuracy"], dtype=torch.float32).view(shape)
+            terms["temporal"] = temporal_bonus(terms["accuracy"], terms["shuffled_accuracy"], temporal.bonus, temporal.margin)
+            rewards = rewards + terms["temporal"]
+        if overlong is not None and overlong.enabled:
+            terms["overlong"] = overlong(generation.mask.sum(-1).view(shape).cpu(), sampling.max_new_tokens)  # [B, G]
+            rewards = rewards + terms["overlong"]
+        advantages = advantage(rewards)  # [B, G]
     groups = RolloutGroups(
         prompt_ids=[ids[mask.bool()] for ids, mask in zip(batch.input_ids, batch.attention_mask)],
         video_keys=list(batch.video_keys), videos=videos,

@@ -5,13 +5,16 @@ One training step (one batch of B questions) is the paper's algorithm, top to bo
 
 1. **trajectory** (:func:`~lightning_longrl.rl.trajectory.sample_groups`): encode each video once
    (or take it from the :class:`VideoEmbeddingCache`), sample G responses per question through a
-   :class:`RolloutEngine` fed with those embeddings, score them, normalise rewards within each
-   group into advantages; optionally keep only mixed groups until the batch is full
+   :class:`RolloutEngine` fed with those embeddings, score them, turn the rewards into advantages
+   (:class:`~lightning_longrl.rl.advantages.AdvantageConfig`: GRPO's group normalisation, Dr.
+   GRPO's group mean, RLOO or REINFORCE++); optionally keep only mixed groups until the batch is full
    (:class:`~lightning_longrl.rl.dynamic_sampling.GroupBuffer`);
 2. **old policy and reference** log-probs of the responses from the same embeddings
    (:meth:`~lightning_longrl.rl.scoring.ResponseScorer.before_update`; the old-policy pass is
    skipped when the policy cannot move before scoring);
-3. **update**: clipped-ratio policy gradient with a KL penalty, over mini-batches and epochs.
+3. **update**: the policy objective (:class:`~lightning_longrl.rl.objective.GRPOLossConfig`:
+   GRPO's clipped token ratio, GSPO's clipped sequence ratio or CISPO's clipped weights) with a
+   KL penalty, over mini-batches and epochs.
 
 How a pass runs (a prefill shared by a question's responses, full sequences, or a
 sequence-parallel prefill under MR-SP) is decided in :mod:`lightning_longrl.rl.scoring`, not here.
@@ -21,7 +24,9 @@ without the cache do, so the saving can be measured (``benchmarks/embedding_cach
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -36,14 +41,16 @@ from lightning_longrl.models.config import ModelConfig, load_model
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.parallel.grads import clip_grad_norm
 from lightning_longrl.parallel.weights import full_weights
+from lightning_longrl.rl.advantages import AdvantageConfig
 from lightning_longrl.rl.dynamic_sampling import DynamicSamplingConfig, GroupBuffer
 from lightning_longrl.rl.embedding_cache import EmbeddingCacheConfig, VideoEmbeddingCache
 from lightning_longrl.rl.groups import RolloutGroups
 from lightning_longrl.rl.monitoring import PhaseTimer
 from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss, rollout_importance_weights
-from lightning_longrl.rl.rewards import CombinedReward, RewardSpec, default_rewards
+from lightning_longrl.rl.rewards import CombinedReward, OverlongPenalty, RewardSpec, default_rewards
 from lightning_longrl.rl.rollout import SamplingConfig, build_engine, engine_class
 from lightning_longrl.rl.scoring import PassLogprobs, ResponseScorer
+from lightning_longrl.rl.temporal import TemporalContrastConfig
 from lightning_longrl.rl.trajectory import RolloutView, sample_groups
 from lightning_longrl.rl.update import UpdateConfig, chunks
 from lightning_longrl.rl.vllm_engine import VLLMConfig
@@ -73,7 +80,12 @@ class GRPOModule(VideoQAStage):
         embedding_cache: the video-embedding cache and its off switch.
         dynamic_sampling: online filtering of groups with all-equal accuracy.
         reference: checkpoint of the frozen reference model (default: ``model.path``).
-        advantage_eps: added to the group standard deviation.
+        advantage: the advantage estimator (``grpo``, ``group_mean``, ``rloo``, ``reinforce_pp``)
+            and its ``eps``.
+        overlong_penalty: DAPO's soft length penalty, added to the rewards (off by default).
+        temporal_contrast: Video-R1's temporal bonus from G more responses on each video with its
+            cached embeddings' frames shuffled (off by default; needs a reward term ``accuracy``).
+        advantage_eps: deprecated, ``advantage.eps``.
         rollout_seed: seed of rollout sampling and of the update's shuffling (each rank adds its rank).
         max_new_tokens: response length limit of validation/test generation (default: ``sampling.max_new_tokens``).
     """
@@ -92,7 +104,10 @@ class GRPOModule(VideoQAStage):
         embedding_cache: EmbeddingCacheConfig | None = None,
         dynamic_sampling: DynamicSamplingConfig | None = None,
         reference: str | None = None,
-        advantage_eps: float = 1e-6,
+        advantage: AdvantageConfig | None = None,
+        overlong_penalty: OverlongPenalty | None = None,
+        temporal_contrast: TemporalContrastConfig | None = None,
+        advantage_eps: float | None = None,
         rollout_seed: int = 0,
         max_new_tokens: int | None = None,
     ) -> None:
@@ -105,6 +120,18 @@ class GRPOModule(VideoQAStage):
         embedding_cache = _as(EmbeddingCacheConfig, embedding_cache)
         dynamic_sampling = _as(DynamicSamplingConfig, dynamic_sampling)
         vllm = _as(VLLMConfig, vllm)
+        advantage = _as(AdvantageConfig, advantage)
+        overlong_penalty = _as(OverlongPenalty, overlong_penalty)
+        temporal_contrast = _as(TemporalContrastConfig, temporal_contrast)
+        if advantage_eps is not None:
+            warnings.warn("GRPOModule(advantage_eps=...) is deprecated; use advantage: {eps: ...}", DeprecationWarning,
+                          stacklevel=2)
+            advantage = dataclasses.replace(advantage, eps=advantage_eps)
+        if loss.aggregation == "sequence_sum" and loss.length_normalizer is None:
+            loss = dataclasses.replace(loss, length_normalizer=sampling.max_new_tokens)  # Dr. GRPO's constant
+        if overlong_penalty.enabled and overlong_penalty.buffer >= sampling.max_new_tokens:
+            raise ValueError(f"overlong_penalty buffer ({overlong_penalty.buffer}) must be below sampling "
+                             f"max_new_tokens ({sampling.max_new_tokens})")
         rewards = [_as(RewardSpec, r) for r in rewards] if rewards is not None else default_rewards()
         super().__init__(model, max_new_tokens or sampling.max_new_tokens)
         self.save_hyperparameters(ignore=["optimizer"])
@@ -115,6 +142,9 @@ class GRPOModule(VideoQAStage):
         self.loss_config = loss
         self.update_config = update
         self.reward = CombinedReward(rewards)
+        if temporal_contrast.enabled and "accuracy" not in self.reward.names:
+            raise ValueError("temporal_contrast needs a reward term named 'accuracy' (it compares accuracy on ordered "
+                             "and shuffled frames)")
         if dynamic_sampling.enabled and "accuracy" not in self.reward.names:
             raise ValueError("dynamic_sampling needs a reward term named 'accuracy' (it drops groups that are all right or all wrong)")
         self.rollout_engine_name = rollout_engine
@@ -122,7 +152,9 @@ class GRPOModule(VideoQAStage):
         self.cache = VideoEmbeddingCache(embedding_cache)
         self.dynamic_sampling = dynamic_sampling
         self.reference_path = reference or model.path
-        self.advantage_eps = advantage_eps
+        self.advantage = advantage
+        self.overlong_penalty = overlong_penalty
+        self.temporal_contrast = temporal_contrast
         self.rollout_seed = rollout_seed
         self.ref: VideoLanguageModel | None = None
         self.engine = None
@@ -225,7 +257,8 @@ class GRPOModule(VideoQAStage):
         keep_pixels = self.vision_trainable or not self.cache.config.enabled or (self.ref is not None and not self._ref_shares_vision)
         groups, self.last_rollouts = sample_groups(
             self.model, self.engine, self.cache, batch, self.sampling, self.reward, self._rollout_generator(), timer,
-            self.device, self.sp_group, keep_pixels, self.advantage_eps)
+            self.device, self.sp_group, keep_pixels, self.advantage, self.overlong_penalty,
+            self.temporal_contrast)
         metrics.update(self._rollout_metrics(groups))
         return groups
 

@@ -57,7 +57,8 @@ class SynthConfig:
     num_scenes: int = 8
     """Scenes per video (equally long)."""
     flash_length: float | None = None
-    """Seconds the flash lasts (default ``duration / 32``: 64 uniform frames always land on it, 32 nearly always)."""
+    """Seconds the flash lasts (default ``duration / 16``: 8 uniform frames land on it one time in two,
+    16 frames always, in one frame; 64 frames in four)."""
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     """Question families, assigned round-robin (see ``lightning_longrl.synth.scenes.TASKS``)."""
     cot_error_rate: float = 0.0
@@ -95,7 +96,7 @@ class SynthConfig:
             raise ValueError("a video needs at least two frames (duration * fps >= 2)")
         if self.num_scenes < 3:
             raise ValueError("num_scenes must be >= 3 (the flash falls in a scene other than the first and the last)")
-        flash = self.duration / 32 if self.flash_length is None else self.flash_length
+        flash = self.duration / 16 if self.flash_length is None else self.flash_length
         if not 0 < flash < self.duration / self.num_scenes:
             raise ValueError(f"flash_length must be in (0, duration / num_scenes), got {flash}")
 
@@ -128,12 +129,12 @@ def split_of(config: SynthConfig) -> list[str]:
     return splits
 
 
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 """Bumped when the same settings would render different data (2: option order randomised in every
 task; 3: the scenes / ball / flash world with canonical options and perception captions; 4: MPEG-4
 codec by default, whole-half ball, 2 s flash; 5: the flash lights the ball's half, beside the
-scene colour); older
-folders are regenerated."""
+scene colour; 6: the flash outlines every quarter of the frame, 1/16 of the video by default);
+older folders are regenerated."""
 
 
 def _video_name(config: SynthConfig, index: int) -> str:
