@@ -84,3 +84,22 @@ def test_skipped_and_overlong_samples_are_reported(loaded_models, synth_dir):
     tight = VideoQACollator(model.processor, mode="sft", max_length=10)([good])
     assert len(tight) == 0 and "exceed max_length=10" in tight.skipped[0][1]
     assert tight.input_ids.shape == (0, 0)
+
+
+def test_first_questions_of_a_batch_are_the_batch_of_those_questions(loaded_models, synth_dir):
+    """VideoBatch.first(n) (GRPO trims batches to what every rank can read) keeps each question's own
+    patches and fields, exactly as collating those questions alone, left padding aside."""
+    model = loaded_models["qwen2_5_vl"]
+    data = dataset_for(model, synth_dir)
+    collate = VideoQACollator(model.processor, mode="prompt")
+    whole = collate([data[3], data[0], data[1]])  # data[3]'s prompt differs in length from the others
+    alone = collate([data[3], data[0]])
+    cut = whole.first(2)
+    assert len(cut) == 2 and whole.first(3) is whole
+    assert torch.equal(cut.pixel_values_videos, alone.pixel_values_videos)
+    assert torch.equal(cut.video_grid_thw, alone.video_grid_thw) and cut.video_keys == alone.video_keys
+    assert [r.id for r in cut.records] == [r.id for r in alone.records]
+    for row in range(2):
+        real = cut.attention_mask[row].bool()
+        assert torch.equal(cut.input_ids[row][real], alone.input_ids[row][alone.attention_mask[row].bool()])
+    assert len(whole.first(0)) == 0 and whole.first(0).pixel_values_videos.shape[0] == 0

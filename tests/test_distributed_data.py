@@ -59,3 +59,21 @@ def test_grpo_with_dynamic_sampling_keeps_ranks_in_step(tmp_path, tiny_checkpoin
     state = torch.load(out / "last.ckpt", weights_only=True)["grpo"]["ranks"]
     assert len(state) == 2
     assert not torch.equal(state[0]["generator"], state[1]["generator"]), "ranks must sample differently"
+
+
+def test_grpo_trims_every_rank_to_the_readable_questions_of_the_fewest(tmp_path, tiny_checkpoints, synth_dir):
+    """One unreadable video: in the step it lands in, its rank has one question fewer than the other
+    (which used to stop the run); the other rank trims its batch to match, counts it, and both ranks
+    update together to the same weights."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"no video here" * 40)
+    data_dir = copy_dataset_with(synth_dir, tmp_path / "data", {3: str(broken)})
+    script = Path(__file__).with_name("ddp_grpo_check.py")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(script), str(tiny_checkpoints["qwen2_vl"]), str(data_dir), str(out), "policy",
+                           "plain"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 4  # one epoch: every question, the broken one included, was drawn
+    assert ranks[0]["param_sum"] == ranks[1]["param_sum"]
+    assert ranks[0]["trimmed_questions"] + ranks[1]["trimmed_questions"] == 1

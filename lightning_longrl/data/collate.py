@@ -48,6 +48,18 @@ class VideoBatch:
     def num_frames(self) -> list[int]:
         return [len(t) for t in self.timestamps]
 
+    def first(self, n: int) -> VideoBatch:
+        """The batch's first ``n`` questions (their videos' patches included); ``self`` if it has no more."""
+        if n >= len(self):
+            return self
+        patches = int(self.video_grid_thw[:n].prod(-1).sum())
+        labels = self.labels[:n] if self.labels is not None else None
+        return replace(self, input_ids=self.input_ids[:n], attention_mask=self.attention_mask[:n],
+                       mm_token_type_ids=self.mm_token_type_ids[:n], pixel_values_videos=self.pixel_values_videos[:patches],
+                       video_grid_thw=self.video_grid_thw[:n], second_per_grid_ts=self.second_per_grid_ts[:n],
+                       labels=labels, records=self.records[:n], timestamps=self.timestamps[:n],
+                       video_keys=self.video_keys[:n])
+
     def to(self, device: torch.device | str) -> VideoBatch:
         """Move every tensor (Lightning calls this through ``transfer_batch_to_device``)."""
         moved = {

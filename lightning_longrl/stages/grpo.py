@@ -25,6 +25,7 @@ without the cache do, so the saving can be measured (``benchmarks/embedding_cach
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import warnings
 from collections.abc import Iterator
@@ -56,6 +57,8 @@ from lightning_longrl.rl.update import UpdateConfig, chunks
 from lightning_longrl.rl.vllm_engine import VLLMConfig
 from lightning_longrl.stages.base import VideoQAStage
 from lightning_longrl.stages.optim import LRSchedule
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DynamicSamplingConfig", "GRPOModule", "RolloutView", "UpdateConfig"]
 
@@ -236,6 +239,7 @@ class GRPOModule(VideoQAStage):
         timer.add("decode", batch.decode_seconds)
         self.cache.reset_counters()
         metrics: dict[str, float] = {"data/skipped_videos": float(batch.skipped_total)}
+        batch = self._questions_every_rank_has(batch, metrics)
         # 1. trajectory: encode once, sample G, reward, group advantages (B groups of G responses)
         groups = self._trajectory(batch, timer, metrics) if len(batch) else None
         if self.dynamic_sampling.enabled:  # keep mixed groups, sample again until the batch is full
@@ -252,6 +256,18 @@ class GRPOModule(VideoQAStage):
             if (scheduler := self.lr_schedulers()) is not None:  # the schedule counts policy updates
                 scheduler.step()
         self._log_step(metrics, timer, time.perf_counter() - began, len(batch))
+
+    def _questions_every_rank_has(self, batch: VideoBatch, metrics: dict[str, float]) -> VideoBatch:
+        """The batch cut to as many questions as the rank with the fewest readable videos has: data-parallel
+        ranks must sample, score and backpropagate the same number of groups (their collectives and
+        gradient all-reduces line up), so an unreadable video on one rank trims the others' batches
+        for this step (counted in ``data/trimmed_questions``) instead of stopping the run."""
+        fewest = int(reduce_scalar(len(batch), "min"))
+        metrics["data/trimmed_questions"] = float(len(batch) - fewest)
+        if fewest < len(batch):
+            log.warning("GRPO step %d: another rank has %d readable question(s) in its batch; this rank trims its %d to "
+                        "match", self.global_step, fewest, len(batch))
+        return batch.first(fewest)
 
     def _trajectory(self, batch: VideoBatch, timer: PhaseTimer, metrics: dict[str, float]) -> RolloutGroups:
         keep_pixels = self.vision_trainable or not self.cache.config.enabled or (self.ref is not None and not self._ref_shares_vision)
@@ -435,7 +451,7 @@ def _rows_on_every_rank(groups: RolloutGroups | None) -> int:
     if reduce_scalar(rows, "min") != reduce_scalar(rows, "max"):
         raise RuntimeError(
             f"this rank has {rows} responses to learn from and another rank a different number, so their "
-            "gradient all-reduces would not line up; multi-process GRPO needs every batch to keep all its "
-            "videos readable (and equal batch sizes on every rank)"
+            "gradient all-reduces would not line up (the batches are trimmed to the same number of questions "
+            "first; check that every rank samples the same num_samples)"
         )
     return rows
