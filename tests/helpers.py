@@ -132,3 +132,52 @@ class MetricsRecorder(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
         self.batches.append([r.id for r in batch.records])
+
+
+class LoopbackChatServer:
+    """An OpenAI-compatible ``/chat/completions`` endpoint on loopback whose replies a test scripts.
+
+    ``respond(body)`` gets each request's JSON body (after it is appended to ``requests``) and
+    returns ``(status, content)``: 200 with the reply text, or an HTTP error status. Every answer
+    carries ``retry-after-ms: 5`` so the SDK's retries wait only briefly; a client that gave up
+    (a time-out) is ignored.
+    """
+
+    def __init__(self, respond) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    server.requests.append(body)
+                status, content = respond(body)
+                payload = ({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": content}}]}
+                           if status == 200 else {"error": {"message": f"scripted {status}", "type": "test"}})
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("retry-after-ms", "5")  # the SDK waits as the server asks
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (time-out)
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()

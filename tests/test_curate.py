@@ -14,7 +14,7 @@ from lightning_longrl.curate.parse import RejectedOutput, parse_generation
 from lightning_longrl.curate.pipeline import CurateConfig, curate
 from lightning_longrl.data.records import read_records
 
-from helpers import free_port
+from helpers import LoopbackChatServer, free_port
 
 
 def test_parse_generation_accepts_records_and_rejects_the_rest():
@@ -65,44 +65,11 @@ def test_unreachable_endpoint_is_retried_then_reported():
     assert backend.attempts == 6 and time.perf_counter() - began < 10
 
 
-class _ScriptedServer:
-    """A loopback HTTP server answering /chat/completions with scripted statuses, then a reply."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        import http.server
-        import threading
-
-        self.statuses, self.requests = list(statuses), []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the http.server name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                status = server.statuses.pop(0) if server.statuses else 200
-                if status == 200:
-                    payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                               "choices": [{"index": 0, "finish_reason": "stop",
-                                            "message": {"role": "assistant", "content": f" reply {len(server.requests)} "}}]}
-                else:
-                    payload = {"error": {"message": f"scripted {status}", "type": "test"}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("retry-after-ms", "5")  # the SDK waits as the server asks
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
+def _scripted_server(statuses: list[int]) -> LoopbackChatServer:
+    """A loopback endpoint answering with the scripted statuses, then with a reply naming the request's number."""
+    statuses = list(statuses)
+    server = LoopbackChatServer(lambda body: (statuses.pop(0), "") if statuses else (200, f" reply {len(server.requests)} "))
+    return server
 
 
 @pytest.mark.parametrize(("statuses", "retries", "outcome", "attempts"), [
@@ -112,7 +79,7 @@ class _ScriptedServer:
     ([400], 3, "HTTP 400", 1),              # a bad request is not retried
 ])
 def test_openai_backend_retries_rate_limits_and_server_errors(statuses, retries, outcome, attempts):
-    server = _ScriptedServer(statuses)
+    server = _scripted_server(statuses)
     try:
         backend = build_backend(BackendConfig(kind="openai", model="m", base_url=server.url, retries=retries,
                                               timeout_s=5, json_schema=True))

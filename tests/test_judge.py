@@ -2,7 +2,6 @@
 (scores, cache, bounded concurrency, failures, time-outs), a judge that is down inside a real GRPO
 step, and vLLM's real OpenAI server with structured outputs."""
 
-import http.server
 import json
 import re
 import threading
@@ -15,7 +14,7 @@ from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.rl.judge import DEFAULT_TEMPLATE, SCORE_SCHEMA, JudgeReward, load_template, parse_score
 from lightning_longrl.rl.rewards import CombinedReward, RewardSpec
 
-from helpers import free_port, grpo_run
+from helpers import LoopbackChatServer, free_port, grpo_run
 
 
 @pytest.mark.parametrize(("reply", "score"), [
@@ -56,55 +55,35 @@ def test_templates_need_exactly_the_three_placeholders(tmp_path):
         load_template(str(tmp_path / "missing.txt"))
 
 
-class ScriptedJudge:
-    """A loopback judge: 1 when the candidate equals the reference, else 0; or scripted failures."""
+class ScriptedJudge(LoopbackChatServer):
+    """A loopback judge: 1 when the candidate equals the reference, else 0; or scripted failures.
+    It counts the requests it is answering at once."""
 
     def __init__(self, mode: str = "grade", delay: float = 0.0) -> None:
-        self.mode, self.delay, self.prompts = mode, delay, []
+        self.mode, self.delay = mode, delay
         self.in_flight = self.max_in_flight = 0
-        lock, judge = threading.Lock(), self
+        self._count = threading.Lock()
+        super().__init__(self._grade)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the http.server name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][0]["content"]
-                with lock:
-                    judge.prompts.append(body)
-                    judge.in_flight += 1
-                    judge.max_in_flight = max(judge.max_in_flight, judge.in_flight)
-                time.sleep(judge.delay)
-                with lock:
-                    judge.in_flight -= 1
-                reference = re.search(r"Reference answer: (.*)\n", prompt).group(1)
-                answer = re.search(r"<<<\n(.*)\n>>>", prompt, re.DOTALL).group(1)
-                status, content = 200, json.dumps({"score": int(answer == reference)})
-                if judge.mode == "error":
-                    status = 500
-                elif judge.mode == "garbage":
-                    content = "I think it is right."
-                payload = ({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}]}
-                           if status == 200 else {"error": {"message": "scripted", "type": "test"}})
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("retry-after-ms", "5")
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (time-out test)
-                    pass
+    @property
+    def prompts(self) -> list[dict]:
+        return self.requests
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
+    def _grade(self, body: dict) -> tuple[int, str]:
+        with self._count:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        time.sleep(self.delay)
+        with self._count:
+            self.in_flight -= 1
+        prompt = body["messages"][0]["content"]
+        reference = re.search(r"Reference answer: (.*)\n", prompt).group(1)
+        answer = re.search(r"<<<\n(.*)\n>>>", prompt, re.DOTALL).group(1)
+        if self.mode == "error":
+            return 500, ""
+        if self.mode == "garbage":
+            return 200, "I think it is right."
+        return 200, json.dumps({"score": int(answer == reference)})
 
 
 def _records(n: int) -> list[VideoQARecord]:

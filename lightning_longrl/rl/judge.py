@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from lightning_longrl.chat import ChatClient, ChatError
 from lightning_longrl.data.prompts import parse_response
-from lightning_longrl.data.records import VideoQARecord
+from lightning_longrl.data.records import OPTION_LETTERS, VideoQARecord
 from lightning_longrl.rl.rewards import BatchScores
 
 log = logging.getLogger(__name__)
@@ -212,8 +212,6 @@ class JudgeReward:
 
 def _reference(record: VideoQARecord) -> str:
     """The reference answer as text: for multiple choice the letter and its option."""
-    if record.is_multiple_choice:
-        index = ord(record.answer) - ord("A")
-        if 0 <= index < len(record.options):
-            return f"{record.answer}. {record.options[index]}"
+    if record.is_multiple_choice and record.answer in tuple(OPTION_LETTERS[: len(record.options)]):
+        return f"{record.answer}. {record.options[OPTION_LETTERS.index(record.answer)]}"
     return record.answer

@@ -150,21 +150,34 @@ class CombinedReward:
         terms = {}
         extra = {}
         for spec, function in zip(self.specs, self.functions):
-            if hasattr(function, "score_batch"):
-                scores = function.score_batch(responses, records)
-                values = [float(v) for v in scores.values]
-                if len(values) != len(responses):
-                    raise ValueError(f"reward {spec.name!r} returned {len(values)} scores for {len(responses)} responses")
-                if scores.failed is not None:
-                    extra[f"{spec.name}_failed"] = [float(f) for f in scores.failed]
-            else:
-                values = [float(function(response, record)) for response, record in zip(responses, records)]
-            for value, record in zip(values, records):
-                if not math.isfinite(value):
-                    raise ValueError(f"reward {spec.name!r} returned {value} for record {record.id!r}")
-            terms[spec.name] = values
+            terms[spec.name], failed = self._score(spec, function, responses, records)
+            if failed is not None:
+                extra[f"{spec.name}_failed"] = [float(f) for f in failed]
         total = [sum(s.weight * terms[s.name][i] for s in self.specs) for i in range(len(responses))]
         return RewardScores(total, {**terms, **extra})
+
+    def term(self, name: str, responses: list[str], records: list[VideoQARecord]) -> list[float]:
+        """The unweighted values of the one term ``name`` (the others are not computed)."""
+        index = self.names.index(name)
+        return self._score(self.specs[index], self.functions[index], responses, records)[0]
+
+    @staticmethod
+    def _score(spec: RewardSpec, function, responses: list[str],
+               records: list[VideoQARecord]) -> tuple[list[float], list[bool] | None]:
+        """One term's finite values for the responses, and which failed (batched terms only)."""
+        failed = None
+        if hasattr(function, "score_batch"):
+            scores = function.score_batch(responses, records)
+            values = [float(v) for v in scores.values]
+            if len(values) != len(responses):
+                raise ValueError(f"reward {spec.name!r} returned {len(values)} scores for {len(responses)} responses")
+            failed = scores.failed
+        else:
+            values = [float(function(response, record)) for response, record in zip(responses, records)]
+        for value, record in zip(values, records):
+            if not math.isfinite(value):
+                raise ValueError(f"reward {spec.name!r} returned {value} for record {record.id!r}")
+        return values, failed
 
 
 @dataclass

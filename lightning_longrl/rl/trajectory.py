@@ -90,13 +90,14 @@ def sample_groups(model: VideoLanguageModel, engine: RolloutEngine, cache: Video
     engine.release()  # free the engine's memory for the update phase (GPU)
     with timer("reward"):
         texts = decode_responses(model, generation)
-        scores = reward(texts, [r for r in batch.records for _ in range(g)])
+        answered = [r for r in batch.records for _ in range(g)]  # the record of each response
+        scores = reward(texts, answered)
         shape = (len(batch), g)
         rewards = torch.tensor(scores.total, dtype=torch.float32).view(shape)  # [B, G]
         terms = {k: torch.tensor(v, dtype=torch.float32).view(shape) for k, v in scores.terms.items()}
         if shuffled is not None:
-            shuffled_scores = reward(decode_responses(model, shuffled), [r for r in batch.records for _ in range(g)])
-            terms["shuffled_accuracy"] = torch.tensor(shuffled_scores.terms["accuracy"], dtype=torch.float32).view(shape)
+            shuffled_accuracy = reward.term("accuracy", decode_responses(model, shuffled), answered)
+            terms["shuffled_accuracy"] = torch.tensor(shuffled_accuracy, dtype=torch.float32).view(shape)
             terms["temporal"] = temporal_bonus(terms["accuracy"], terms["shuffled_accuracy"], temporal.bonus, temporal.margin)
             rewards = rewards + terms["temporal"]
         if overlong is not None and overlong.enabled:

@@ -145,11 +145,12 @@ class GRPOModule(VideoQAStage):
         self.loss_config = loss
         self.update_config = update
         self.reward = CombinedReward(rewards)
-        if temporal_contrast.enabled and "accuracy" not in self.reward.names:
-            raise ValueError("temporal_contrast needs a reward term named 'accuracy' (it compares accuracy on ordered "
-                             "and shuffled frames)")
-        if dynamic_sampling.enabled and "accuracy" not in self.reward.names:
-            raise ValueError("dynamic_sampling needs a reward term named 'accuracy' (it drops groups that are all right or all wrong)")
+        for option, enabled, why in (
+            ("temporal_contrast", temporal_contrast.enabled, "it compares accuracy on ordered and shuffled frames"),
+            ("dynamic_sampling", dynamic_sampling.enabled, "it drops groups that are all right or all wrong"),
+        ):
+            if enabled and "accuracy" not in self.reward.names:
+                raise ValueError(f"{option} needs a reward term named 'accuracy' ({why})")
         self.rollout_engine_name = rollout_engine
         self.vllm_config = vllm
         self.cache = VideoEmbeddingCache(embedding_cache)
