@@ -30,8 +30,10 @@ import torch  # noqa: E402
 
 from lightning_longrl.eval.runner import EvalConfig, evaluate  # noqa: E402
 from lightning_longrl.models.config import ModelConfig, load_model  # noqa: E402
-from lightning_longrl.rl.rollout import build_engine  # noqa: E402
-from lightning_longrl.rl.vllm_engine import VLLMConfig  # noqa: E402
+from lightning_longrl.rl.rollout import PolicyRolloutEngine  # noqa: E402
+from lightning_longrl.rl.vllm_engine import VLLMRolloutEngine  # noqa: E402
+
+ENGINES = {"policy": PolicyRolloutEngine, "vllm": VLLMRolloutEngine}  # this script's --engines names
 from lightning_longrl.synth.dataset import SynthConfig, generate_dataset  # noqa: E402
 from lightning_longrl.synth.tiny_model import TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 
@@ -72,7 +74,7 @@ def main() -> None:
     model = load_model(ModelConfig(path=str(checkpoint))).eval()
     rows = {frames: {"frames": frames} for frames in args.frames}
     for name in args.engines:
-        engine = build_engine(name, model, VLLMConfig())
+        engine = ENGINES[name](model)
         # warm-up at the largest frame count (vLLM starts and sizes itself for the longest prompt)
         run(engine, model, checkpoint, data, max(args.frames), args.batch_size, args.workdir / "warmup", args)
         for frames in args.frames:

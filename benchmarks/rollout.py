@@ -35,7 +35,7 @@ from lightning_longrl.data.video import FrameSampling  # noqa: E402
 from lightning_longrl.models.video_lm import VideoLanguageModel  # noqa: E402
 from lightning_longrl.parallel.weights import full_weights  # noqa: E402
 from lightning_longrl.rl.rollout import PolicyRolloutEngine, RolloutRequest, SamplingConfig  # noqa: E402
-from lightning_longrl.rl.vllm_engine import VLLMConfig, VLLMRolloutEngine  # noqa: E402
+from lightning_longrl.rl.vllm_engine import VLLMRolloutEngine  # noqa: E402
 from lightning_longrl.synth.dataset import SynthConfig, generate_dataset  # noqa: E402
 from lightning_longrl.synth.tiny_model import TinyModelSpec, create_tiny_checkpoint  # noqa: E402
 
@@ -97,7 +97,7 @@ def main() -> None:
                "policy": measure(policy, request, sampling, args.repeats)}
         print(f"{frames:4d} frames, policy engine: {row['policy']['tokens_per_second']:.0f} tokens/s", flush=True)
         rows.append(row)
-    vllm = VLLMRolloutEngine(model, VLLMConfig(enforce_eager=not args.compiled))
+    vllm = VLLMRolloutEngine(model, enforce_eager=not args.compiled)
     vllm.weights_provider = lambda: full_weights(model.hf)
     # build once for the longest prompt, so no request triggers a rebuild inside the timing
     vllm.generate(reqs[max(reqs)], sampling, torch.Generator().manual_seed(0))

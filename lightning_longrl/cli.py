@@ -11,37 +11,24 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-USAGE = """\
-usage: lightning-longrl <command> [options]
+DESCRIPTION = """\
+Long-video reasoning: SFT and GRPO of vision-language models, evaluation, curation.
 
-Training and evaluation (LightningCLI; `lightning-longrl <command> --help` for options):
-  fit          train a stage (SFT or GRPO) from a YAML config:  fit --config configs/demo/sft.yaml
-  validate     run the validation loop of a config/checkpoint
-  test         run the test loop (generation + accuracy)
-  predict      write predictions for a record file
-  eval         a model over a long-video benchmark (JSONL, LongVideo-Reason-eval, VideoMME):
-               eval --model runs/demo/grpo/version_0/hf_model --data data/synth/test.jsonl --output_dir runs/eval
-  eval-frames  the frame-scaling study: eval at several frame counts, table and PNG plot:
-               eval-frames --frames [8,16,32] --model ... --data ... --output_dir runs/frames
-
-Data and models:
-  curate       long videos -> clip captions -> LLM-written question/reasoning/answer records (resumable):
-               curate --config configs/curate/local_hf.yaml --videos <folder> --output_dir data/curated
-  filter       difficulty labels by k sampled answers per question; SFT and RL splits, histogram:
-               filter --model <hf_model> --data records.jsonl --output_dir data/filtered --k 10
-  synth        write synthetic long videos with reasoning questions (train/val/test JSONL)
-  tiny-model   write a tiny random Qwen-VL checkpoint (tokenizer and processor included)
-  table        per-category accuracy table of evaluated models (eval's results.json or test metrics):
-               table --stages base=a/results.json SFT=b/results.json SFT+GRPO=c/results.json
-  frames-figure  accuracy against frames for several models (eval-frames outputs), PNG + table:
-               frames-figure SFT+GRPO=a/frame_scaling.json SFT=b/frame_scaling.json --out runs/figure8
+Training (LightningCLI): fit --config configs/demo/sft.yaml; `lightning-longrl fit --help` for options.
+Every other command takes its options on the command line or in a YAML file (--config);
+`lightning-longrl <command> --help` lists them. Examples:
+  eval --model runs/demo/grpo/version_0/hf_model --data data/synth/test.jsonl --output_dir runs/eval
+  eval-frames --frames [8,16,32] --model ... --data ... --output_dir runs/frames
+  curate --config configs/curate/local_hf.yaml --videos <folder> --output_dir data/curated
+  filter --model <hf_model> --data records.jsonl --output_dir data/filtered --k 10
+  table --stages base=a/results.json SFT=b/results.json SFT+GRPO=c/results.json
+  frames-figure SFT+GRPO=a/frame_scaling.json SFT=b/frame_scaling.json --out runs/figure8
 """
-
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
 
 def quiet_known_warnings() -> None:
     # Tokenizers' fork warning is noise once DataLoader workers fork; keep its threads off instead.
@@ -57,6 +44,8 @@ def run_lightning(args: Sequence[str] | None) -> None:
     """LightningCLI on ``args`` (``None``: the process's own command line)."""
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
+
+    import lightning_longrl.rl.vllm_engine  # noqa: F401 - its engine's short name in configs
 
     class LongRLCLI(LightningCLI):
         def after_fit(self) -> None:
@@ -95,63 +84,56 @@ def report_run(trainer) -> None:
         print("\n".join(["", "Run finished.", *lines]), flush=True)
 
 
-def parse_options(prog: str, description: str, config_class: type, args: Sequence[str],
-                  nested: dict[str, type] | None = None, extra=None) -> dict:
-    """Options of a dataclass-configured command, from the command line and ``--config`` YAML.
-
-    Args:
-        nested: dataclass fields that are themselves dataclasses, built from their dicts.
-        extra: ``extra(parser)`` adds further arguments (returned in the same dict).
-    """
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(prog=f"lightning-longrl {prog}", description=description)
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
-    if extra is not None:
-        extra(parser)
-    parser.add_class_arguments(config_class)
-    options = parser.parse_args(list(args)).as_dict()
-    options.pop("config", None)
-    for name, cls in (nested or {}).items():
-        if isinstance(options.get(name), dict):
-            options[name] = cls(**options[name])
-    return options
+# ------------------------------------------------------------------------- other commands
+# Each command below is a jsonargparse subcommand: its options come from its config dataclass's
+# fields, from the command line or a ``--config`` YAML; jsonargparse checks their types and builds
+# the nested dataclasses and ``class_path`` blocks (rollout engines), then the command builds its
+# config (whose own checks run) from them.
 
 
-def run_synth(args: Sequence[str]) -> None:
+def _synth_arguments(parser) -> None:
+    from lightning_longrl.synth.dataset import SynthConfig
+
+    parser.add_class_arguments(SynthConfig)
+
+
+def run_synth(options: dict) -> None:
     from lightning_longrl.synth.dataset import SynthConfig, generate_dataset
 
-    config = SynthConfig(**parse_options("synth", "Write a synthetic long-video reasoning dataset.", SynthConfig, args))
+    config = SynthConfig(**options)
     manifest = generate_dataset(config)
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
     print(f"synthetic dataset in {config.out_dir}: {counts}")
 
 
-def run_tiny_model(args: Sequence[str]) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+def _tiny_model_arguments(parser) -> None:
+    from lightning_longrl.synth.tiny_model import TinyModelSpec
 
-    from lightning_longrl.synth.tiny_model import TinyModelSpec, create_tiny_checkpoint
-
-    parser = ArgumentParser(prog="lightning-longrl tiny-model", description="Write a tiny random Qwen-VL checkpoint.")
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_argument("--overwrite", type=bool, default=False, help="rebuild even if the folder holds the same spec")
     parser.add_class_arguments(TinyModelSpec, "spec")
-    cfg = parser.parse_args(list(args))
-    path = create_tiny_checkpoint(cfg.out, TinyModelSpec(**cfg.spec.as_dict()), overwrite=cfg.overwrite)
-    print(f"tiny {cfg.spec.arch} checkpoint in {path}")
 
 
-def run_eval(args: Sequence[str], study: bool = False) -> None:
-    from lightning_longrl.eval.runner import EvalConfig, evaluate, results_table
-    from lightning_longrl.rl.vllm_engine import VLLMConfig
+def run_tiny_model(options: dict) -> None:
+    from lightning_longrl.synth.tiny_model import create_tiny_checkpoint
 
-    def frames_argument(parser) -> None:
+    spec = options["spec"]
+    path = create_tiny_checkpoint(options["out"], spec, overwrite=options["overwrite"])
+    print(f"tiny {spec.arch} checkpoint in {path}")
+
+
+def _eval_arguments(parser, study: bool = False) -> None:
+    import lightning_longrl.rl.vllm_engine  # noqa: F401 - its engine's short name in configs
+    from lightning_longrl.eval.runner import EvalConfig
+
+    if study:
         parser.add_argument("--frames", type=list[int], required=True, help="frame counts, e.g. [16,32,64]")
+    parser.add_class_arguments(EvalConfig)
 
-    options = parse_options("eval-frames" if study else "eval",
-                            "Evaluate a model on a long-video benchmark" + (" at several frame counts." if study else "."),
-                            EvalConfig, args, {"vllm": VLLMConfig}, frames_argument if study else None)
+
+def run_eval(options: dict, study: bool = False) -> None:
+    from lightning_longrl.eval.runner import EvalConfig, evaluate, results_table
+
     frames = options.pop("frames", None)
     config = EvalConfig(**options)
     if study:
@@ -168,25 +150,33 @@ def run_eval(args: Sequence[str], study: bool = False) -> None:
           f"predictions, results.json, results.md and TensorBoard logs in {result.output_dir}")
 
 
-def run_curate(args: Sequence[str]) -> None:
-    from lightning_longrl.curate.backends import BackendConfig
+def _curate_arguments(parser) -> None:
+    from lightning_longrl.curate.pipeline import CurateConfig
+
+    parser.add_class_arguments(CurateConfig)
+
+
+def run_curate(options: dict) -> None:
     from lightning_longrl.curate.pipeline import CurateConfig, curate
 
-    config = CurateConfig(**parse_options("curate", "Build question / reasoning / answer records from long videos.",
-                                          CurateConfig, args, dict.fromkeys(("captioner", "writer", "refiner"), BackendConfig)))
+    config = CurateConfig(**options)
     summary = curate(config)
     print(json.dumps(summary.__dict__, indent=2))
     out = Path(config.output_dir)
     print(f"records: {out / 'records.jsonl'}; rejected replies: {out / 'rejects.jsonl'}")
 
 
-def run_filter(args: Sequence[str]) -> None:
-    from lightning_longrl.curate.difficulty import FilterConfig, difficulty_filter
-    from lightning_longrl.rl.vllm_engine import VLLMConfig
+def _filter_arguments(parser) -> None:
+    import lightning_longrl.rl.vllm_engine  # noqa: F401 - its engine's short name in configs
+    from lightning_longrl.curate.difficulty import FilterConfig
 
-    config = FilterConfig(**parse_options(
-        "filter", "Label questions easy / medium / hard by k sampled answers; write SFT and RL splits.",
-        FilterConfig, args, {"vllm": VLLMConfig}))
+    parser.add_class_arguments(FilterConfig)
+
+
+def run_filter(options: dict) -> None:
+    from lightning_longrl.curate.difficulty import FilterConfig, difficulty_filter
+
+    config = FilterConfig(**options)
     summary = difficulty_filter(config)
     print(json.dumps(summary, indent=2))
     out = Path(config.output_dir)
@@ -194,66 +184,122 @@ def run_filter(args: Sequence[str]) -> None:
           f"histogram: {out / 'accuracy_histogram.png'}")
 
 
-def _named_paths(command: str, args: Sequence[str], what: str) -> list[tuple[str, str]]:
-    pairs = [a.split("=", 1) for a in args if not a.startswith("--")]
-    if not pairs or any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+def _named_paths(command: str, pairs: Sequence[str], what: str) -> list[tuple[str, str]]:
+    split = [a.split("=", 1) for a in pairs]
+    if not split or any(len(p) != 2 or not p[0] or not p[1] for p in split):
         raise SystemExit(f"usage: lightning-longrl {command} NAME={what} [NAME={what} ...]")
-    return [(name, path) for name, path in pairs]
+    return [(name, path) for name, path in split]
 
 
-def run_table(args: Sequence[str]) -> None:
+def _table_arguments(parser) -> None:
+    parser.add_argument("runs", nargs="+", help="NAME=results.json pairs, one per model (a row each)")
+    parser.add_argument("--stages", action="store_true",
+                        help="add the paper's Table 4 columns: which stages (SFT, GRPO) each model went through")
+
+
+def run_table(options: dict) -> None:
     from lightning_longrl.report import accuracy_table, load_metrics
 
-    runs = [(name, load_metrics(path)) for name, path in _named_paths("table [--stages]", args, "results.json")]
+    runs = [(name, load_metrics(path)) for name, path in _named_paths("table [--stages]", options["runs"], "results.json")]
     stages = None
-    if "--stages" in args:  # the paper's Table 4 marks which stages each model went through
+    if options["stages"]:
         stages = {name: ("✓" if "SFT" in name else "✗", "✓" if "GRPO" in name else "✗") for name, _ in runs}
     print(accuracy_table(runs, stages))
 
 
-def run_frames_figure(args: Sequence[str]) -> None:
+def _frames_figure_arguments(parser) -> None:
+    parser.add_argument("runs", nargs="+", help="NAME=frame_scaling.json pairs, one per model (a line each)")
+    parser.add_argument("--out", type=str, default=".", help="folder of the PNG plot and the Markdown table")
+
+
+def run_frames_figure(options: dict) -> None:
     from lightning_longrl.report import frame_scaling_figure, load_frame_scaling
 
-    rest = list(args)
-    out = "."
-    if "--out" in rest:
-        at = rest.index("--out")
-        if at + 1 >= len(rest):
-            raise SystemExit("lightning-longrl frames-figure: --out needs a folder")
-        out = rest[at + 1]
-        del rest[at : at + 2]
-    runs = [(name, load_frame_scaling(path)) for name, path in _named_paths("frames-figure", rest, "frame_scaling.json")]
-    png, md = frame_scaling_figure(runs, out)
+    runs = [(name, load_frame_scaling(path))
+            for name, path in _named_paths("frames-figure", options["runs"], "frame_scaling.json")]
+    png, md = frame_scaling_figure(runs, options["out"])
     print(md.read_text(), end="")
     print(f"plot: {png}\ntable: {md}")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    arguments: Callable  # (parser) -> None: adds the command's options
+    run: Callable  # (options: dict) -> None
+
+
+COMMANDS: dict[str, Command] = {
+    "eval": Command("a model over a long-video benchmark (JSONL, LongVideo-Reason-eval, VideoMME)",
+                    _eval_arguments, run_eval),
+    "eval-frames": Command("the frame-scaling study: eval at several frame counts, table and PNG plot",
+                           partial(_eval_arguments, study=True), partial(run_eval, study=True)),
+    "curate": Command("long videos -> clip captions -> LLM-written question/reasoning/answer records (resumable)",
+                      _curate_arguments, run_curate),
+    "filter": Command("difficulty labels by k sampled answers per question; SFT and RL splits, histogram",
+                      _filter_arguments, run_filter),
+    "synth": Command("write synthetic long videos with reasoning questions (train/val/test JSONL)",
+                     _synth_arguments, run_synth),
+    "tiny-model": Command("write a tiny random Qwen-VL checkpoint (tokenizer and processor included)",
+                          _tiny_model_arguments, run_tiny_model),
+    "table": Command("per-category accuracy table of evaluated models (eval's results.json or test metrics)",
+                     _table_arguments, run_table),
+    "frames-figure": Command("accuracy against frames for several models (eval-frames outputs), PNG + table",
+                             _frames_figure_arguments, run_frames_figure),
+}
+"""The commands besides LightningCLI's, each a jsonargparse subcommand."""
+
+LIGHTNING_HELP = {
+    "fit": "train a stage (SFT or GRPO) from a YAML config: fit --config configs/demo/sft.yaml",
+    "validate": "run the validation loop of a config/checkpoint",
+    "test": "run the test loop (generation + accuracy)",
+    "predict": "write predictions for a record file",
+}
+
+
+def build_parser(only: str | None = None):
+    """The ``lightning-longrl`` parser: one jsonargparse subcommand per command (``only``: just that
+    one, so a command does not import what the others need). The LightningCLI commands are listed
+    for ``--help``; ``main`` hands them to LightningCLI, which has its own parser."""
+    import argparse
+
+    from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
+
+    class Formatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+        """Keeps the description's lines (its examples) as written."""
+
+    parser = ArgumentParser(prog="lightning-longrl", description=DESCRIPTION, formatter_class=Formatter)
+    commands = parser.add_subcommands(dest="command", required=True)
+    for name, help in LIGHTNING_HELP.items():
+        if only in (None, name):
+            commands.add_subcommand(name, ArgumentParser(description=f"LightningCLI: {help}"), help=help)
+    for name, command in COMMANDS.items():
+        if only in (None, name):
+            sub = ArgumentParser(prog=f"lightning-longrl {name}", description=command.help)
+            sub.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+            command.arguments(sub)
+            commands.add_subcommand(name, sub, help=command.help)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     quiet_known_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
-        return
-    command, rest = args[0], args[1:]
-    if command in LIGHTNING_SUBCOMMANDS:
+    if args and args[0] in LIGHTNING_HELP:
         run_lightning(None if argv is None else args)
-    elif command == "synth":
-        run_synth(rest)
-    elif command == "tiny-model":
-        run_tiny_model(rest)
-    elif command == "curate":
-        run_curate(rest)
-    elif command == "filter":
-        run_filter(rest)
-    elif command in ("eval", "eval-frames"):
-        run_eval(rest, study=command == "eval-frames")
-    elif command == "table":
-        run_table(rest)
-    elif command == "frames-figure":
-        run_frames_figure(rest)
-    else:
-        print(f"lightning-longrl: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return
+    if args and not args[0].startswith("-") and args[0] not in COMMANDS:
+        print(f"lightning-longrl: unknown command {args[0]!r}", file=sys.stderr)
+        build_parser().print_usage(sys.stderr)
         raise SystemExit(2)
+    parser = build_parser(args[0] if args and args[0] in COMMANDS else None)
+    if not args:
+        parser.print_help()
+        return
+    parsed = parser.parse_args(args)
+    options = parser.instantiate(parsed)[parsed.command].as_dict()
+    options.pop("config", None)
+    COMMANDS[parsed.command].run(options)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,13 @@ import torch
 from lightning_longrl import GRPOModule
 from lightning_longrl.datamodules import LongVideoDataModule
 from lightning_longrl.models.config import ModelConfig
-from lightning_longrl.rl.rollout import SamplingConfig
+from lightning_longrl.rl.rollout import PolicyRolloutEngine, SamplingConfig
+from lightning_longrl.rl.vllm_engine import VLLMRolloutEngine
 from lightning_longrl.stages.grpo import DynamicSamplingConfig
 
 from helpers import PARITY_REWARDS, MetricsRecorder  # noqa: E402  (tests/ is this script's folder)
+
+ENGINES = {"policy": PolicyRolloutEngine, "vllm": VLLMRolloutEngine}  # this script's ENGINE argument
 
 
 def main() -> None:
@@ -32,7 +35,7 @@ def main() -> None:
     module = GRPOModule(
         ModelConfig(path=checkpoint), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2), rewards=PARITY_REWARDS,
         sampling=SamplingConfig(num_samples=2, max_new_tokens=8),
-        dynamic_sampling=DynamicSamplingConfig(enabled=dynamic, max_tries=2), rollout_engine=engine,
+        dynamic_sampling=DynamicSamplingConfig(enabled=dynamic, max_tries=2), rollout_engine=ENGINES[engine],
     )
     data = LongVideoDataModule(train_file=str(data_dir / "train.jsonl"), num_frames=4, max_pixels=56 * 56, batch_size=2,
                                num_workers=0)

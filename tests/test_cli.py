@@ -27,6 +27,28 @@ def test_every_subcommand_has_help(command, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+def test_every_command_is_a_jsonargparse_subcommand(capsys):
+    """The commands besides LightningCLI's are jsonargparse subcommands of one parser, each with
+    ``--config`` and typed options; ``--help`` lists all of them and nothing else."""
+    from jsonargparse import ArgumentParser
+
+    from lightning_longrl.cli import COMMANDS, LIGHTNING_HELP, build_parser
+
+    parser = build_parser()
+    listed = parser._subcommands_action.choices  # jsonargparse's subcommand parsers, by name
+    assert list(listed) == [*LIGHTNING_HELP, *COMMANDS]
+    assert all(isinstance(sub, ArgumentParser) for sub in listed.values())
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert f"lightning-longrl [options] {name}" in out and "--config CONFIG" in out
+    with pytest.raises(SystemExit) as info:
+        main(["synth", "--num_videos", "many"])  # a typed option: jsonargparse refuses the value
+    assert info.value.code == 2 and "num_videos" in capsys.readouterr().err
+
+
 def test_unknown_command_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train"])

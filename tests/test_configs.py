@@ -111,3 +111,77 @@ model:
     assert module.overlong_penalty.buffer == 16 and module.reward.names == ["judge", "format"]
     judge = module.reward.functions[0]
     assert type(judge).__name__ == "JudgeReward" and judge.client.concurrency == 2
+
+
+ENGINE_YAML = """
+model:
+  init_args:
+    rollout_engine:
+      class_path: VLLMRolloutEngine
+      init_args: {sleep_level: %d, max_model_len: 4096}
+"""
+
+
+def test_a_rollout_engine_is_configured_as_a_class_and_survives_the_checkpoint(tmp_path, tiny_checkpoints):
+    """The engine's settings are its own init_args (short class name), the module adds the weight
+    sync the engine needs, its own checks run when it is built, and a checkpoint stores the block as
+    jsonargparse's class_path form, loadable with weights_only=True and back into the same factory."""
+    import torch
+
+    from lightning_longrl import GRPOModule
+    from lightning_longrl.callbacks import VLLMWeightSync
+    from lightning_longrl.rl.vllm_engine import VLLMRolloutEngine
+    from lightning_longrl.stages.hparams import portable_hparams
+
+    checkpoint = str(tiny_checkpoints["qwen2_vl"])
+    extra = tmp_path / "engine.yaml"
+    extra.write_text(ENGINE_YAML % 2)
+    module = _build(ROOT / "demo" / "grpo.yaml", "--config", str(extra), "--model.init_args.model.path", checkpoint).model
+    assert module.rollout_engine.func is VLLMRolloutEngine
+    assert module.rollout_engine.keywords["sleep_level"] == 2 and module.rollout_engine.keywords["max_model_len"] == 4096
+    assert [type(c) for c in module.configure_callbacks()] == [VLLMWeightSync]
+
+    saved = {"hyper_parameters": dict(module.hparams)}
+    portable_hparams(saved, module)
+    torch.save(saved, tmp_path / "hparams.pt")
+    hparams = torch.load(tmp_path / "hparams.pt", weights_only=True)["hyper_parameters"]
+    assert hparams["rollout_engine"]["class_path"] == "lightning_longrl.rl.vllm_engine.VLLMRolloutEngine"
+    again = GRPOModule(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+    assert again.rollout_engine.func is VLLMRolloutEngine and again.rollout_engine.keywords == module.rollout_engine.keywords
+
+    extra.write_text(ENGINE_YAML % 3)
+    bad = _build(ROOT / "demo" / "grpo.yaml", "--config", str(extra), "--model.init_args.model.path", checkpoint).model
+    with pytest.raises(ValueError, match="sleep_level must be 0, 1 or 2, got 3"):
+        bad.configure_model()  # builds the engine: its own argument checks run before vLLM starts
+
+
+def test_an_engine_by_its_old_name_is_refused_with_the_new_form(tiny_checkpoints):
+    from lightning_longrl import GRPOModule
+    from lightning_longrl.eval.runner import EvalConfig
+    from lightning_longrl.models.config import ModelConfig
+
+    with pytest.raises(TypeError, match="class_path: VLLMRolloutEngine"):
+        GRPOModule(ModelConfig(path=str(tiny_checkpoints["qwen2_vl"])), rollout_engine="vllm")
+    with pytest.raises(TypeError, match="eval engine: engines are classes now"):
+        EvalConfig(model="m", data="d", output_dir="o", engine="vllm")
+    with pytest.raises(SystemExit):  # YAML: not an import path of an engine
+        _build(ROOT / "demo" / "grpo.yaml", "--model.init_args.rollout_engine", "vllm",
+               "--model.init_args.model.path", str(tiny_checkpoints["qwen2_vl"]))
+
+
+def test_an_engine_factory_that_cannot_be_stored_is_left_out_of_the_checkpoint(tiny_checkpoints):
+    """A lambda builds the engine; the module adds the weight sync (its engine's class is unknown
+    before it runs) and the checkpoint leaves the lambda out with a warning instead of failing."""
+    from lightning_longrl import GRPOModule
+    from lightning_longrl.callbacks import VLLMWeightSync
+    from lightning_longrl.models.config import ModelConfig
+    from lightning_longrl.rl.rollout import PolicyRolloutEngine
+    from lightning_longrl.stages.hparams import portable_hparams
+
+    module = GRPOModule(ModelConfig(path=str(tiny_checkpoints["qwen2_vl"])),
+                        rollout_engine=lambda model: PolicyRolloutEngine(model))
+    assert [type(c) for c in module.configure_callbacks()] == [VLLMWeightSync]
+    saved = {"hyper_parameters": dict(module.hparams)}
+    with pytest.warns(UserWarning, match="'rollout_engine'.*cannot be stored"):
+        portable_hparams(saved, module)
+    assert set(saved["hyper_parameters"]) == set(module.hparams) - {"rollout_engine"} | {"_class_path"}

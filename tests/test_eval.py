@@ -212,7 +212,7 @@ def test_eval_cli_with_vllm_matches_the_policy_engine(tmp_path, tiny_checkpoints
             [sys.executable, "-m", "lightning_longrl.cli", "eval", "--model", str(tiny_checkpoints["qwen2_5_vl"]),
              "--data", str(synth_dir / "test.jsonl"), "--output_dir", str(out), "--limit", "4", "--num_frames", "8",
              "--max_pixels", str(56 * 56), "--max_new_tokens", "16", "--batch_size", "2", "--num_workers", "0",
-             "--engine", engine, "--progress", "false"],
+             "--engine", {"policy": "PolicyRolloutEngine", "vllm": "VLLMRolloutEngine"}[engine], "--progress", "false"],
             capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert "| Overall | Format | Unreadable |" in proc.stdout

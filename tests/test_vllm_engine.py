@@ -15,7 +15,7 @@ import pytest
 
 from lightning_longrl.callbacks import VLLMWeightSync
 from lightning_longrl.models.config import ModelConfig
-from lightning_longrl.rl.vllm_engine import VLLMConfig, VLLMRolloutEngine
+from lightning_longrl.rl.vllm_engine import VLLMRolloutEngine
 from lightning_longrl.stages.grpo import GRPOModule
 
 pytestmark = pytest.mark.slow  # multi-process, notebook or end-to-end runs: not in the fast lane
@@ -90,21 +90,21 @@ def test_vllm_engine_per_rank_under_ddp(tmp_path, tiny_checkpoints, synth_dir):
 
 
 def test_qwen3_vl_is_refused_with_a_reason(loaded_models):
-    with pytest.raises(NotImplementedError, match="qwen3_vl.*rollout_engine: policy"):
+    with pytest.raises(NotImplementedError, match="qwen3_vl.*PolicyRolloutEngine"):
         VLLMRolloutEngine(loaded_models["qwen3_vl"])
 
 
 @pytest.mark.parametrize("kwargs", [{"sleep_level": 3}, {"max_model_len": 0}, {"gpu_memory_utilization": 0.0}])
-def test_vllm_config_rejects_bad_values(kwargs):
+def test_vllm_config_rejects_bad_values(kwargs, loaded_models):
     with pytest.raises(ValueError):
-        VLLMConfig(**kwargs)
+        VLLMRolloutEngine(loaded_models["qwen2_vl"], **kwargs)
 
 
 def test_vllm_engine_brings_its_weight_sync(tiny_checkpoints):
     """Without a VLLMWeightSync in the trainer the module adds one; a configured one is kept."""
     import lightning as L
 
-    module = GRPOModule(ModelConfig(path=str(tiny_checkpoints["qwen2_vl"])), rollout_engine="vllm")
+    module = GRPOModule(ModelConfig(path=str(tiny_checkpoints["qwen2_vl"])), rollout_engine=VLLMRolloutEngine)
     added = module.configure_callbacks()
     assert len(added) == 1 and isinstance(added[0], VLLMWeightSync) and added[0].every_n_steps == 1
     own = VLLMWeightSync(every_n_steps=3)

@@ -21,7 +21,7 @@ from lightning_longrl.data.video import FrameSampling
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.parallel.weights import full_weights
 from lightning_longrl.rl.rollout import RolloutRequest, SamplingConfig
-from lightning_longrl.rl.vllm_engine import VLLMConfig, VLLMRolloutEngine
+from lightning_longrl.rl.vllm_engine import VLLMRolloutEngine
 
 checkpoint, synth_dir = sys.argv[1], sys.argv[2]
 torch.manual_seed(0)
@@ -37,7 +37,7 @@ G = 4
 request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts, G)
 sampling = SamplingConfig(num_samples=G, max_new_tokens=20, temperature=1.0)
 
-engine = VLLMRolloutEngine(model, VLLMConfig())
+engine = VLLMRolloutEngine(model)
 engine.weights_provider = lambda: full_weights(model.hf)
 
 

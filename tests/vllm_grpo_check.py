@@ -17,9 +17,12 @@ import lightning as L
 import torch
 
 from lightning_longrl.callbacks import VLLMWeightSync
-from lightning_longrl.rl.rollout import SamplingConfig
+from lightning_longrl.rl.rollout import PolicyRolloutEngine, SamplingConfig
+from lightning_longrl.rl.vllm_engine import VLLMRolloutEngine
 
 from helpers import LEARNABLE_REWARDS, PARITY_REWARDS, MetricsRecorder, SaveEveryBatch, grpo_run  # noqa: E402 (tests/ is on sys.path)
+
+ENGINES = {"policy": PolicyRolloutEngine, "vllm": VLLMRolloutEngine}  # this script's ENGINE argument
 
 
 def run(out: Path, engine: str, max_steps: int, rewards, lr: float, callbacks=(), ckpt_path=None,
@@ -27,7 +30,7 @@ def run(out: Path, engine: str, max_steps: int, rewards, lr: float, callbacks=()
     recorder = MetricsRecorder()
     trainer, module, datamodule = grpo_run(
         out, Path(sys.argv[2]), Path(sys.argv[3]), max_steps=max_steps,
-        module_kwargs={"rewards": rewards, "rollout_engine": engine, "optimizer": lambda p: torch.optim.AdamW(p, lr=lr),
+        module_kwargs={"rewards": rewards, "rollout_engine": ENGINES[engine], "optimizer": lambda p: torch.optim.AdamW(p, lr=lr),
                        "sampling": SamplingConfig(num_samples=8, max_new_tokens=8)},
         trainer_kwargs={"callbacks": [recorder, *callbacks], "logger": False, "max_epochs": 20,
                         "limit_train_batches": 4}, **data,

@@ -28,8 +28,7 @@ from lightning_longrl.inference.answers import prediction_row
 from lightning_longrl.inference.batch_ops import sample_responses
 from lightning_longrl.inference.loading import load_inference_model, question_loader
 from lightning_longrl.models.video_lm import AttnImplementation, Dtype
-from lightning_longrl.rl.rollout import SamplingConfig, build_engine
-from lightning_longrl.rl.vllm_engine import VLLMConfig
+from lightning_longrl.rl.rollout import EngineFactory, PolicyRolloutEngine, SamplingConfig, check_engine_factory
 
 LABELS = ("easy", "medium", "hard")
 
@@ -58,9 +57,9 @@ class FilterConfig:
     max_pixels: int = 448 * 448
     think: bool = True
     max_new_tokens: int = 512
-    engine: str = "policy"
-    """``policy`` or ``vllm`` (the k samples of a question share one prefill in both)."""
-    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    engine: EngineFactory = PolicyRolloutEngine
+    """``PolicyRolloutEngine`` or ``VLLMRolloutEngine`` with its settings as ``init_args`` (the k
+    samples of a question share one prefill in both)."""
     batch_size: int = 2
     """Questions per batch (each sampled ``k`` times)."""
     num_workers: int = 2
@@ -70,6 +69,7 @@ class FilterConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self.engine = check_engine_factory(self.engine, "filter engine")
         if self.k < 1:
             raise ValueError(f"filter: k must be >= 1, got {self.k}")
         if not set(self.rl_labels) <= set(LABELS):
@@ -127,7 +127,7 @@ def difficulty_filter(config: FilterConfig) -> dict:
 
 def _label(config: FilterConfig, pending, store: JSONLStore, done: int, total: int, data: Path) -> None:
     model = load_inference_model(config.model, config.dtype, config.attn_implementation, config.device)
-    engine = build_engine(config.engine, model, config.vllm)
+    engine = config.engine(model)
     frames = FrameSampling(num_frames=config.num_frames, fps=config.fps, max_frames=config.max_frames,
                            max_pixels=config.max_pixels)
     loader = question_loader(model, pending, data, config.video_root, frames, config.think, True, config.batch_size,

@@ -17,7 +17,6 @@ from pathlib import Path
 from lightning_longrl.eval.plot import line_chart
 from lightning_longrl.eval.runner import EvalConfig, EvalResult, evaluate
 from lightning_longrl.inference.loading import load_inference_model
-from lightning_longrl.rl.rollout import build_engine
 
 
 def frame_scaling(config: EvalConfig, frames: Sequence[int]) -> dict[int, EvalResult]:
@@ -28,7 +27,7 @@ def frame_scaling(config: EvalConfig, frames: Sequence[int]) -> dict[int, EvalRe
     frames = sorted(set(frames))
     root = Path(config.output_dir)
     model = load_inference_model(config.model, config.dtype, config.attn_implementation, config.device)
-    engine = build_engine(config.engine, model, config.vllm)
+    engine = config.engine(model)
     results: dict[int, EvalResult] = {}
     try:
         for n in frames:

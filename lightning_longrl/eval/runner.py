@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,12 @@ from lightning_longrl.data.jsonl_store import JSONLStore, read_jsonl_rows
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.data.video import FrameSampling
 from lightning_longrl.eval.formats import BenchmarkFormat, category_order, load_benchmark
+from lightning_longrl.importing import class_path_config
 from lightning_longrl.inference.answers import answer_questions, unreadable_row
 from lightning_longrl.inference.loading import load_inference_model, question_loader
 from lightning_longrl.inference.metrics import BenchmarkMetrics
 from lightning_longrl.models.video_lm import AttnImplementation, Dtype, VideoLanguageModel
-from lightning_longrl.rl.rollout import RolloutEngine, SamplingConfig, build_engine
-from lightning_longrl.rl.vllm_engine import VLLMConfig
+from lightning_longrl.rl.rollout import EngineFactory, PolicyRolloutEngine, RolloutEngine, SamplingConfig, check_engine_factory
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,9 @@ class EvalConfig:
     """Per-frame pixel budget."""
     think: bool = True
     """Reasoning mode (``<think>`` then ``<answer>``); ``false``: direct answering."""
-    engine: str = "policy"
-    """``policy`` (the model's own generate) or ``vllm``."""
-    vllm: VLLMConfig = field(default_factory=VLLMConfig)
-    """vLLM engine settings."""
+    engine: EngineFactory = PolicyRolloutEngine
+    """What answers: ``PolicyRolloutEngine`` (the model's own generate) or ``VLLMRolloutEngine``
+    (its settings as ``init_args``); YAML ``engine: {class_path: VLLMRolloutEngine, init_args: {...}}``."""
     greedy: bool = True
     """Greedy decoding; ``false`` samples with ``temperature`` and ``top_p``."""
     temperature: float = 1.0
@@ -90,6 +89,7 @@ class EvalConfig:
     """Show a progress bar with an ETA."""
 
     def __post_init__(self) -> None:
+        self.engine = check_engine_factory(self.engine, "eval engine")
         if (self.num_frames is None) == (self.fps is None):
             raise ValueError(f"eval: set num_frames ({self.num_frames}) or fps ({self.fps}), exactly one")
         if self.batch_size < 1 or self.max_new_tokens < 1:
@@ -141,7 +141,7 @@ def _answer_pending(config: EvalConfig, model: VideoLanguageModel | None, engine
                     pending: list[VideoQARecord], store: JSONLStore, already: int) -> int:
     model = (model or load_inference_model(config.model, config.dtype, config.attn_implementation, config.device)).eval()
     own_engine = engine is None
-    engine = engine or build_engine(config.engine, model, config.vllm)
+    engine = engine or config.engine(model)
     try:
         return _answer(config, model, engine, pending, store, already)
     finally:
@@ -221,4 +221,6 @@ def write_results(config: EvalConfig, result: EvalResult) -> None:
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if (class_path := class_path_config(value)) is not None:  # the engine, as YAML would give it
+        return _plain(class_path)
     return value if isinstance(value, (str, int, float, bool, type(None), list)) else str(value)

@@ -5,23 +5,26 @@ left-padded prompt ids and the videos' embeddings (never pixels), so an engine n
 vision tower. :class:`PolicyRolloutEngine` samples with the policy's own ``generate``;
 :class:`~lightning_longrl.rl.vllm_engine.VLLMRolloutEngine` samples in vLLM and takes the policy's
 weights through :meth:`RolloutEngine.load_weights` (the ``VLLMWeightSync`` callback calls it).
+
+Engines are configured as classes: GRPO, ``eval`` and ``filter`` take an :data:`EngineFactory`, a
+callable that builds the engine for the policy. In Python that is the class itself or a
+``functools.partial`` with its settings; in YAML it is jsonargparse's ``class_path`` and
+``init_args`` (short class names work), so an engine's settings are its own constructor's
+arguments and nothing here lists the engines there are.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from lightning_longrl.importing import import_object
+from lightning_longrl.importing import plain_factory
 from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
-
-if TYPE_CHECKING:
-    from lightning_longrl.rl.vllm_engine import VLLMConfig
 
 
 @dataclass
@@ -81,11 +84,6 @@ class RolloutEngine(abc.ABC):
     weights_provider: WeightsProvider | None = None
     """Set by the training stage: where an engine that (re)starts later takes the policy's current
     weights from (under FSDP a gather, so every rank must start its engine at the same time)."""
-
-    @classmethod
-    def from_policy(cls, model: VideoLanguageModel, vllm: VLLMConfig | None = None) -> RolloutEngine:
-        """The engine for a policy (engines without settings ignore ``vllm``)."""
-        return cls(model)
 
     @abc.abstractmethod
     def generate(self, request: RolloutRequest, sampling: SamplingConfig, generator: torch.Generator | None) -> Generation:
@@ -154,20 +152,33 @@ def cat_generations(parts: list[Generation], pad_id: int) -> Generation:
     )
 
 
-ENGINES = {
-    "policy": "lightning_longrl.rl.rollout.PolicyRolloutEngine",
-    "vllm": "lightning_longrl.rl.vllm_engine.VLLMRolloutEngine",
-}
+EngineFactory = Callable[[VideoLanguageModel], RolloutEngine]
+"""Builds the rollout engine for a policy: an engine class (``PolicyRolloutEngine``), a
+``functools.partial`` of one with its settings, or any callable returning a :class:`RolloutEngine`.
+YAML: ``class_path: VLLMRolloutEngine`` with its ``init_args``."""
 
 
-def engine_class(name: str) -> type[RolloutEngine]:
-    """The :class:`RolloutEngine` subclass named by a short name (``policy``, ``vllm``) or an import path."""
-    cls = import_object(ENGINES.get(name, name), "rollout engine")
-    if not (isinstance(cls, type) and issubclass(cls, RolloutEngine)):
-        raise ValueError(f"rollout engine {name!r} is not a RolloutEngine subclass")
-    return cls
+def engine_type(factory: EngineFactory) -> type | None:
+    """The engine class a factory builds when that is known without building it (a class, or a
+    ``functools.partial`` of one), else ``None``."""
+    factory = plain_factory(factory)
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return factory if isinstance(factory, type) else None
 
 
-def build_engine(name: str, model: VideoLanguageModel, vllm: VLLMConfig | None = None) -> RolloutEngine:
-    """An engine by short name or import path (see :func:`engine_class`), built for the policy model."""
-    return engine_class(name).from_policy(model, vllm)
+def check_engine_factory(factory: object, where: str) -> EngineFactory:
+    """``factory`` if it can build an engine (a class or ``functools.partial`` of one for the forms
+    jsonargparse builds, so that checkpoints can store it); ``where`` names the option in the error."""
+    if isinstance(factory, str):
+        raise TypeError(
+            f"{where}: engines are classes now, not names ({factory!r}). In Python pass the class, e.g. "
+            "VLLMRolloutEngine or functools.partial(VLLMRolloutEngine, max_model_len=8192); in YAML write "
+            "`class_path: VLLMRolloutEngine` (with its settings under `init_args`) or the short name alone"
+        )
+    built = engine_type(factory)
+    if built is not None and not issubclass(built, RolloutEngine):
+        raise TypeError(f"{where}: {built.__qualname__} is not a RolloutEngine subclass")
+    if not callable(factory):
+        raise TypeError(f"{where}: expected an engine class or factory, got {type(factory).__name__}")
+    return plain_factory(factory)

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,74 +36,85 @@ log = logging.getLogger(__name__)
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 
-@dataclass
-class VLLMConfig:
-    """Settings of the vLLM rollout engine (``GRPOModule(rollout_engine="vllm", vllm=...)``)."""
-
-    dtype: str | None = None
-    """Weights and activations in vLLM; ``None``: the policy's dtype."""
-    max_model_len: int | None = None
-    """Longest prompt plus response, in tokens (video tokens included). ``None``: the first
-    batch's longest prompt plus ``max_new_tokens``, with 25% headroom; a longer prompt later
-    rebuilds the engine with more room (set it to avoid the rebuild)."""
-    max_num_batched_tokens: int | None = None
-    """Tokens per engine step; ``None``: ``max_model_len``, so a whole video prompt prefills at once."""
-    max_num_seqs: int | None = None
-    """Sequences decoded together; ``None``: vLLM's default."""
-    gpu_memory_utilization: float = 0.35
-    """GPU only: the share of GPU memory vLLM may take (weights plus KV cache) next to training."""
-    cpu_kv_cache_gib: float = 1.0
-    """CPU only: KV-cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
-    enable_prefix_caching: bool = True
-    """Reuse the prompt's KV cache across the G samples of a question."""
-    sleep_level: int = 1
-    """GPU only: free memory during the update phase. 1 offloads weights to CPU and drops the KV
-    cache; 2 drops both (weights come back with the next sync); 0 never sleeps. CPU: a logged no-op."""
-    enforce_eager: bool | None = None
-    """Run the model eagerly. ``None``: eagerly on CPU (starts in seconds; compiling cost about
-    25 s at the first start for about 20% more tiny-model throughput), compiled with CUDA graphs
-    on GPU."""
-    seed: int = 0
-    """Engine seed (every request also carries its own seed drawn from the rollout generator)."""
-    extra_args: dict[str, Any] = field(default_factory=dict)
-    """Further ``vllm.LLM(...)`` arguments."""
-
-    def __post_init__(self) -> None:
-        if self.sleep_level not in (0, 1, 2):
-            raise ValueError(f"vllm sleep_level must be 0, 1 or 2, got {self.sleep_level}")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise ValueError(f"vllm max_model_len must be >= 1 or None, got {self.max_model_len}")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError(f"vllm gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-
-
 class VLLMRolloutEngine(RolloutEngine):
     """Samples G responses per question with vLLM from the questions' cached video embeddings.
+
+    Configured as a class: ``GRPOModule(rollout_engine=VLLMRolloutEngine)`` or
+    ``functools.partial(VLLMRolloutEngine, max_model_len=8192)`` in Python; in YAML
+    ``rollout_engine: {class_path: VLLMRolloutEngine, init_args: {max_model_len: 8192}}`` (the same
+    for ``engine:`` of ``eval`` and ``filter``). Every setting is optional.
 
     Args:
         model: the policy (its checkpoint folder, tokenizer and special tokens; vLLM holds its own
             copy of the weights).
-        config: engine settings.
+        dtype: weights and activations in vLLM; ``None``: the policy's dtype.
+        max_model_len: longest prompt plus response, in tokens (video tokens included). ``None``: the
+            first batch's longest prompt plus ``max_new_tokens``, with 25% headroom; a longer prompt
+            later rebuilds the engine with more room (set it to avoid the rebuild).
+        max_num_batched_tokens: tokens per engine step; ``None``: ``max_model_len``, so a whole video
+            prompt prefills at once.
+        max_num_seqs: sequences decoded together; ``None``: vLLM's default.
+        gpu_memory_utilization: GPU only: the share of GPU memory vLLM may take (weights plus KV
+            cache) next to training.
+        cpu_kv_cache_gib: CPU only: KV-cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``).
+        enable_prefix_caching: reuse the prompt's KV cache across the G samples of a question.
+        sleep_level: GPU only: free memory during the update phase. 1 offloads weights to CPU and
+            drops the KV cache; 2 drops both (weights come back with the next sync); 0 never sleeps.
+            CPU: a logged no-op.
+        enforce_eager: run the model eagerly. ``None``: eagerly on CPU (starts in seconds; compiling
+            cost about 25 s at the first start for about 20% more tiny-model throughput), compiled
+            with CUDA graphs on GPU.
+        seed: engine seed (every request also carries its own seed drawn from the rollout generator).
+        extra_args: further ``vllm.LLM(...)`` arguments.
     """
 
     needs_weight_sync = True
 
-    def __init__(self, model: VideoLanguageModel, config: VLLMConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: VideoLanguageModel,
+        dtype: str | None = None,
+        max_model_len: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        max_num_seqs: int | None = None,
+        gpu_memory_utilization: float = 0.35,
+        cpu_kv_cache_gib: float = 1.0,
+        enable_prefix_caching: bool = True,
+        sleep_level: int = 1,
+        enforce_eager: bool | None = None,
+        seed: int = 0,
+        extra_args: dict[str, Any] | None = None,
+    ) -> None:
+        if sleep_level not in (0, 1, 2):
+            raise ValueError(f"VLLMRolloutEngine sleep_level must be 0, 1 or 2, got {sleep_level}")
+        if max_model_len is not None and max_model_len < 1:
+            raise ValueError(f"VLLMRolloutEngine max_model_len must be >= 1 or None, got {max_model_len}")
+        if not 0.0 < gpu_memory_utilization <= 1.0:
+            raise ValueError(f"VLLMRolloutEngine gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         if model.model_type not in SUPPORTED_MODEL_TYPES:
             raise NotImplementedError(
                 f"the vLLM rollout engine supports {SUPPORTED_MODEL_TYPES}, not {model.model_type!r} "
                 "(Qwen3-VL's video prompt carries per-frame timestamps that cached embeddings do not); "
-                "use rollout_engine: policy"
+                "use rollout_engine: PolicyRolloutEngine"
             )
         self.model = model
-        self.config = config or VLLMConfig()
+        self.max_model_len = max_model_len
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_num_seqs = max_num_seqs
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.cpu_kv_cache_gib = cpu_kv_cache_gib
+        self.enable_prefix_caching = enable_prefix_caching
+        self.sleep_level = sleep_level
+        self.enforce_eager = enforce_eager
+        self.seed = seed
+        self.extra_args = dict(extra_args or {})
         self.path = str(model.hf.name_or_path)
         if not (Path(self.path) / "config.json").is_file():
             raise ValueError(f"the vLLM engine starts from the policy's checkpoint folder, but the policy was not "
                              f"loaded from one (name_or_path={self.path!r})")
-        self.dtype = self.config.dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.dtype = dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
         self.llm = None
-        self.max_model_len = 0
+        self.built_len = 0  # max_model_len of the running vLLM (0: not built)
         self.builds = 0
         self.sleeping: set[str] = set()  # vLLM sleep tags ("weights", "kv_cache") now asleep (GPU)
         self._told_no_sleep = False
@@ -113,10 +123,6 @@ class VLLMRolloutEngine(RolloutEngine):
         self._ban = {int(i): float("-inf") for i in model.banned_token_ids}
         self._video_token = int(model.hf.config.video_token_id)
 
-    @classmethod
-    def from_policy(cls, model: VideoLanguageModel, vllm: VLLMConfig | None = None) -> VLLMRolloutEngine:
-        return cls(model, vllm)
-
     # ---------------------------------------------------------------------------- lifecycle
     @property
     def on_gpu(self) -> bool:
@@ -124,21 +130,21 @@ class VLLMRolloutEngine(RolloutEngine):
 
     def _build(self, needed: int) -> None:
         """Start vLLM with room for ``needed`` tokens per sequence, then load the policy's weights."""
-        if self.config.max_model_len is not None:
-            if needed > self.config.max_model_len:
+        if self.max_model_len is not None:
+            if needed > self.max_model_len:
                 raise ValueError(
-                    f"a prompt plus its response needs {needed} tokens but vllm.max_model_len is "
-                    f"{self.config.max_model_len}; raise it or sample fewer frames / smaller frames"
+                    f"a prompt plus its response needs {needed} tokens but max_model_len is "
+                    f"{self.max_model_len}; raise it or sample fewer frames / smaller frames"
                 )
-            length = self.config.max_model_len
+            length = self.max_model_len
         else:
             length = int(math.ceil(needed * 1.25 / 64) * 64)
         if self.llm is not None:
             log.warning("vLLM engine: a prompt needs %d tokens, more than its max_model_len %d; rebuilding it "
-                        "with %d (set vllm.max_model_len to avoid this)", needed, self.max_model_len, length)
+                        "with %d (set max_model_len to avoid this)", needed, self.built_len, length)
             self.close()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights load by reference
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.config.cpu_kv_cache_gib:g}")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.cpu_kv_cache_gib:g}")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         # the engine shares the training process's cores: do not pin its threads (pinning also
         # pins the trainer's own threads, and was slower on a 2-core machine)
@@ -148,21 +154,21 @@ class VLLMRolloutEngine(RolloutEngine):
         _quiet_benign_vllm_warnings()
 
         args: dict[str, Any] = dict(
-            model=self.path, tokenizer=self.path, dtype=self.dtype, seed=self.config.seed,
+            model=self.path, tokenizer=self.path, dtype=self.dtype, seed=self.seed,
             distributed_executor_backend="uni",
-            enforce_eager=self.config.enforce_eager if self.config.enforce_eager is not None else not self.on_gpu,
+            enforce_eager=self.enforce_eager if self.enforce_eager is not None else not self.on_gpu,
             enable_mm_embeds=True, limit_mm_per_prompt={"video": 1, "image": 0},
-            max_model_len=length, max_num_batched_tokens=self.config.max_num_batched_tokens or length,
-            logprobs_mode="processed_logprobs", enable_prefix_caching=self.config.enable_prefix_caching,
+            max_model_len=length, max_num_batched_tokens=self.max_num_batched_tokens or length,
+            logprobs_mode="processed_logprobs", enable_prefix_caching=self.enable_prefix_caching,
         )
-        if self.config.max_num_seqs is not None:
-            args["max_num_seqs"] = self.config.max_num_seqs
+        if self.max_num_seqs is not None:
+            args["max_num_seqs"] = self.max_num_seqs
         if self.on_gpu:
             # one independent engine per rank, on the rank's own GPU (untested here: no GPU with vLLM)
             args["device_ids"] = [torch.cuda.current_device()]
-            args["gpu_memory_utilization"] = self.config.gpu_memory_utilization
-            args["enable_sleep_mode"] = self.config.sleep_level > 0
-        args.update(self.config.extra_args)
+            args["gpu_memory_utilization"] = self.gpu_memory_utilization
+            args["enable_sleep_mode"] = self.sleep_level > 0
+        args.update(self.extra_args)
         set_num_threads = torch.set_num_threads
         try:
             self.llm = LLM(**args)
@@ -170,7 +176,7 @@ class VLLMRolloutEngine(RolloutEngine):
             # vLLM's CPU worker replaces torch.set_num_threads for the whole process; data-loader
             # workers (forked processes) still need the real one
             torch.set_num_threads = set_num_threads
-        self.max_model_len = length
+        self.built_len = length
         self.builds += 1
         self.sleeping = set()
         if self.weights_provider is not None:
@@ -187,14 +193,14 @@ class VLLMRolloutEngine(RolloutEngine):
 
     def release(self) -> None:
         """Sleep during the update phase (GPU); on CPU vLLM has no sleep mode and this only logs."""
-        if self.llm is None or self.config.sleep_level == 0 or self.sleeping:
+        if self.llm is None or self.sleep_level == 0 or self.sleeping:
             return
         if not self.on_gpu:
             if not self._told_no_sleep:
                 log.info("vLLM engine: no sleep mode on CPU; the engine stays resident during updates")
                 self._told_no_sleep = True
             return
-        self.llm.sleep(level=self.config.sleep_level)
+        self.llm.sleep(level=self.sleep_level)
         self.sleeping = {"weights", "kv_cache"}
 
     def _wake(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
@@ -203,7 +209,7 @@ class VLLMRolloutEngine(RolloutEngine):
             return
         self.llm.wake_up(waking)
         self.sleeping -= set(waking)
-        if "weights" in waking and self.config.sleep_level == 2 and tags != ("weights",):
+        if "weights" in waking and self.sleep_level == 2 and tags != ("weights",):
             # level 2 dropped the weights; without a sync since, take them from the policy again
             if self.weights_provider is None:
                 raise RuntimeError("vLLM sleep_level 2 discarded the weights and no weights provider is set")
@@ -231,7 +237,7 @@ class VLLMRolloutEngine(RolloutEngine):
         prompts = [self._prompt(request, i) for i in range(len(request))]
         longest = int(request.attention_mask.sum(-1).max())  # prompt ids carry every video token
         needed = int(reduce_scalar(longest + sampling.max_new_tokens, "max"))  # ranks build together
-        if self.llm is None or needed > self.max_model_len:
+        if self.llm is None or needed > self.built_len:
             self._build(needed)
         self._wake()
         from vllm import SamplingParams
@@ -250,7 +256,7 @@ class VLLMRolloutEngine(RolloutEngine):
         # be the alternative, but vLLM's CPU backend fails to rewind a seeded generator when it
         # splits a prefill across steps.) The G samples of a question still share its prefill.
         self.llm.reset_prefix_cache()
-        if self.config.enable_prefix_caching and request.num_samples > 1:
+        if self.enable_prefix_caching and request.num_samples > 1:
             # prefill each prompt once (greedy, one token, no random draws): its G samples, which
             # vLLM schedules together, then find the video's KV cache instead of each computing it
             warm = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY)

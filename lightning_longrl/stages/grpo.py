@@ -38,6 +38,7 @@ from torch import Tensor
 
 from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.distributed import gather_objects, reduce_scalar
+from lightning_longrl.importing import from_class_path_config
 from lightning_longrl.models.config import ModelConfig, load_model
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.parallel.grads import clip_grad_norm
@@ -49,12 +50,17 @@ from lightning_longrl.rl.groups import RolloutGroups
 from lightning_longrl.rl.monitoring import PhaseTimer
 from lightning_longrl.rl.objective import GRPOLossConfig, grpo_loss, rollout_importance_weights
 from lightning_longrl.rl.rewards import CombinedReward, OverlongPenalty, RewardSpec, default_rewards
-from lightning_longrl.rl.rollout import SamplingConfig, build_engine, engine_class
+from lightning_longrl.rl.rollout import (
+    EngineFactory,
+    PolicyRolloutEngine,
+    SamplingConfig,
+    check_engine_factory,
+    engine_type,
+)
 from lightning_longrl.rl.scoring import PassLogprobs, ResponseScorer
 from lightning_longrl.rl.temporal import TemporalContrastConfig
 from lightning_longrl.rl.trajectory import RolloutView, sample_groups
 from lightning_longrl.rl.update import UpdateConfig, chunks
-from lightning_longrl.rl.vllm_engine import VLLMConfig
 from lightning_longrl.stages.base import VideoQAStage
 from lightning_longrl.stages.optim import LRSchedule
 
@@ -75,11 +81,12 @@ class GRPOModule(VideoQAStage):
         loss: clipping, KL estimator and coefficient, loss aggregation.
         update: epochs, mini- and micro-batch sizes, gradient clipping.
         rewards: weighted reward terms (default 0.9 accuracy + 0.1 format).
-        rollout_engine: ``policy`` (the policy's own ``generate``), ``vllm`` (an in-process vLLM
-            engine per rank, kept in sync by :class:`~lightning_longrl.callbacks.VLLMWeightSync`,
-            added when the trainer has none) or the import path of a
-            :class:`~lightning_longrl.rl.rollout.RolloutEngine` subclass.
-        vllm: settings of the ``vllm`` engine.
+        rollout_engine: what samples the rollouts, configured as a class (YAML ``class_path`` and
+            ``init_args``): :class:`~lightning_longrl.rl.rollout.PolicyRolloutEngine` (the policy's own
+            ``generate``), :class:`~lightning_longrl.rl.vllm_engine.VLLMRolloutEngine` (an in-process
+            vLLM engine per rank, its settings as its ``init_args``, kept in sync by
+            :class:`~lightning_longrl.callbacks.VLLMWeightSync`, added when the trainer has none), or
+            any callable building a :class:`~lightning_longrl.rl.rollout.RolloutEngine` for the policy.
         embedding_cache: the video-embedding cache and its off switch.
         dynamic_sampling: online filtering of groups with all-equal accuracy.
         reference: checkpoint of the frozen reference model (default: ``model.path``).
@@ -102,8 +109,7 @@ class GRPOModule(VideoQAStage):
         loss: GRPOLossConfig | None = None,
         update: UpdateConfig | None = None,
         rewards: list[RewardSpec] | None = None,
-        rollout_engine: str = "policy",
-        vllm: VLLMConfig | None = None,
+        rollout_engine: EngineFactory = PolicyRolloutEngine,
         embedding_cache: EmbeddingCacheConfig | None = None,
         dynamic_sampling: DynamicSamplingConfig | None = None,
         reference: str | None = None,
@@ -122,7 +128,9 @@ class GRPOModule(VideoQAStage):
         update = _as(UpdateConfig, update)
         embedding_cache = _as(EmbeddingCacheConfig, embedding_cache)
         dynamic_sampling = _as(DynamicSamplingConfig, dynamic_sampling)
-        vllm = _as(VLLMConfig, vllm)
+        if isinstance(rollout_engine, dict):  # from a checkpoint's hyper-parameters
+            rollout_engine = from_class_path_config(rollout_engine, "rollout_engine")
+        rollout_engine = check_engine_factory(rollout_engine, "GRPOModule rollout_engine")
         advantage = _as(AdvantageConfig, advantage)
         overlong_penalty = _as(OverlongPenalty, overlong_penalty)
         temporal_contrast = _as(TemporalContrastConfig, temporal_contrast)
@@ -151,8 +159,7 @@ class GRPOModule(VideoQAStage):
         ):
             if enabled and "accuracy" not in self.reward.names:
                 raise ValueError(f"{option} needs a reward term named 'accuracy' ({why})")
-        self.rollout_engine_name = rollout_engine
-        self.vllm_config = vllm
+        self.rollout_engine = rollout_engine
         self.cache = VideoEmbeddingCache(embedding_cache)
         self.dynamic_sampling = dynamic_sampling
         self.reference_path = reference or model.path
@@ -180,7 +187,7 @@ class GRPOModule(VideoQAStage):
                                      freeze_vision=True)
             self.ref = load_model(ref_config, self.processor).eval().requires_grad_(False)
         if self.engine is None:
-            self.engine = build_engine(self.rollout_engine_name, self.model, self.vllm_config)
+            self.engine = self.rollout_engine(self.model)
             self.engine.weights_provider = self.policy_weights
 
     def configure_callbacks(self) -> list[L.Callback]:
@@ -195,7 +202,10 @@ class GRPOModule(VideoQAStage):
             return self._trainer is not None and any(isinstance(c, kind) for c in self.trainer.callbacks)
 
         needed = []
-        if engine_class(self.rollout_engine_name).needs_weight_sync and not present(VLLMWeightSync):
+        # a factory whose class is not known before it runs (a lambda) gets the callback too: it
+        # does nothing for an engine that samples from the policy itself
+        built = engine_type(self.rollout_engine)
+        if (built is None or built.needs_weight_sync) and not present(VLLMWeightSync):
             needed.append(VLLMWeightSync())
         if not self.model_config.freeze_vision and not present(EmbeddingCacheInvalidation):
             needed.append(EmbeddingCacheInvalidation())
