@@ -35,6 +35,9 @@ VARIANTS: dict[str, list[str]] = {
     "rloo": [f"{PREFIX}advantage.estimator", "rloo"],
     "reinforce_pp": [f"{PREFIX}advantage.estimator", "reinforce_pp"],
     "cispo": [f"{PREFIX}loss.objective", "cispo", f"{PREFIX}loss.clip_low", "0.999", f"{PREFIX}loss.clip_high", "0.28"],
+    # LoRA adapters instead of the weights; adapters usually want a larger learning rate
+    "lora": [f"{PREFIX}model.lora.rank", "16", f"{PREFIX}model.lora.alpha", "32", f"{PREFIX}optimizer.init_args.lr", "0.001"],
+    "lora_lr1e-4": [f"{PREFIX}model.lora.rank", "16", f"{PREFIX}model.lora.alpha", "32"],
 }
 DESCRIPTIONS = {
     "grpo": "GRPO: token ratio, (r - mean) / std, token mean",
@@ -43,6 +46,8 @@ DESCRIPTIONS = {
     "rloo": "RLOO: leave-one-out baseline",
     "reinforce_pp": "REINFORCE++: group baseline, batch whitening",
     "cispo": "CISPO: clipped detached weights (upper 0.28)",
+    "lora": "GRPO with LoRA (rank 16, alpha 32, lr 1e-3), reference = adapters off",
+    "lora_lr1e-4": "GRPO with LoRA (rank 16, alpha 32, the demo's lr 1e-4)",
 }
 
 

@@ -1,9 +1,10 @@
 """Run by tests/test_sequence_parallel.py: SFT or GRPO through Lightning with MRSPStrategy or plain DDP.
 
 usage: python mrsp_fit_check.py STAGE CHECKPOINT DATA_DIR OUT_DIR DEVICES SP_SIZE [NUM_NODES]
-           [--shard] [--gradient-checkpointing] [--momentum M] [--max-steps N] [--save-every DIR] [--resume CKPT]
+           [--shard] [--gradient-checkpointing] [--lora] [--momentum M] [--max-steps N] [--save-every DIR] [--resume CKPT]
 STAGE is sft (vision tower trainable, gradients clipped by the Trainer) or grpo (G=4, a reward with spread on a random model).
-SP_SIZE 0 means plain DDP; --shard shards the weights (MRSPStrategy(shard_weights=True)); --save-every
+SP_SIZE 0 means plain DDP; --shard shards the weights (MRSPStrategy(shard_weights=True)); --lora trains
+LoRA adapters (rank 4) on the language model, the KL reference being the policy with adapters off; --save-every
 writes DIR/batch=<k>.ckpt after every batch, --resume continues from one. With NUM_NODES > 1 start one
 such process per node, with NODE_RANK, MASTER_ADDR and MASTER_PORT set (as a cluster launcher would);
 DEVICES is per node. Writes OUT_DIR/rank<N>.json per rank: the record ids of each batch, each
@@ -22,6 +23,7 @@ from torch.distributed.tensor import DTensor
 from lightning_longrl import GRPOModule, SFTModule
 from lightning_longrl.datamodules import LongVideoDataModule
 from lightning_longrl.models.config import ModelConfig
+from lightning_longrl.models.lora import LoRAConfig
 from lightning_longrl.parallel import MRSPStrategy
 from lightning_longrl.parallel.weights import full_weights
 from lightning_longrl.rl.rollout import SamplingConfig
@@ -54,6 +56,7 @@ def main() -> None:
     parser.add_argument("num_nodes", type=int, nargs="?", default=1)
     parser.add_argument("--shard", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--lora", action="store_true")
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--max-steps", type=int, default=3)
     parser.add_argument("--save-every")
@@ -66,7 +69,8 @@ def main() -> None:
         module = SFTModule(ModelConfig(path=checkpoint, freeze_vision=False, gradient_checkpointing=args.gradient_checkpointing),
                            optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=args.momentum))
     else:
-        module = GRPOModule(ModelConfig(path=checkpoint, gradient_checkpointing=args.gradient_checkpointing),
+        lora = LoRAConfig(rank=4) if args.lora else None
+        module = GRPOModule(ModelConfig(path=checkpoint, gradient_checkpointing=args.gradient_checkpointing, lora=lora),
                             optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=args.momentum),
                             rewards=PARITY_REWARDS, sampling=SamplingConfig(num_samples=4, max_new_tokens=8))
     data = LongVideoDataModule(train_file=f"{args.data_dir}/train.jsonl", num_frames=12, max_pixels=56 * 56, batch_size=1,
@@ -78,6 +82,8 @@ def main() -> None:
                         callbacks=[record] + ([SaveEveryBatch(Path(args.save_every))] if args.save_every else []))
     trainer.fit(module, data, ckpt_path=args.resume)
     checksum = float(sum(w.double().sum() for _, w in full_weights(module.model, module)))  # gathered when sharded
+    trainable = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in module.model.parameters()
+                    if p.requires_grad)
     held = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in module.model.parameters())
     vision = sum(p.numel() for p in module.model.vision_tower.parameters())  # replicated also when sharding
     from lightning_longrl.models.video_lm import VideoLanguageModel
@@ -86,7 +92,7 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(
         {"rank": trainer.global_rank, "batches": record.batches, "losses": record.losses, "rewards": record.rewards,
-         "checksum": checksum, "start_checksum": start, "held": held,
+         "checksum": checksum, "start_checksum": start, "held": held, "trainable": trainable,
          "vision": vision}))
 
 

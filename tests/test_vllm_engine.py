@@ -47,6 +47,8 @@ def test_vllm_engine_agrees_with_the_trainer(arch, tiny_checkpoints, synth_dir):
     assert r["gap_before"] <= 1e-5
     assert r["gap_without_sync"] > 1e-2, "the step did not change what the trainer computes; the check is void"
     assert r["gap_after_sync"] <= 1e-5
+    assert r["gap_lora_without_sync"] > 1e-2, "the moved adapters did not change the trainer; the LoRA check is void"
+    assert r["gap_lora_merged"] <= 1e-5, "LoRA: the engine fed the merged weights samples as the adapted policy scores"
     assert r["same_seed_same_tokens"] and r["other_seed_other_tokens"]
     assert r["builds"] == 1
 

@@ -96,5 +96,20 @@ engine.load_weights(full_weights(model.hf))
 result["sync_seconds"] = time.perf_counter() - began
 synced = engine.generate(request, sampling, torch.Generator().manual_seed(3))
 result["gap_after_sync"] = trainer_gap(synced)
+
+# LoRA: moved adapters on the language model; the engine gets the merged weights under the
+# original names (what GRPOModule.policy_weights sends) and must agree with the adapted trainer
+from lightning_longrl.models.lora import LoRAConfig, adapter_scalings, apply_lora, merged_weights  # noqa: E402
+
+apply_lora(model.hf, model.language_model, model.vision_tower, LoRAConfig(rank=4))
+moved = torch.Generator().manual_seed(0)
+for name, param in model.named_parameters():
+    if ".lora_B." in name:
+        param.data.copy_(0.05 * torch.randn(param.shape, generator=moved))
+model.eval()
+stale = engine.generate(request, sampling, torch.Generator().manual_seed(4))
+result["gap_lora_without_sync"] = trainer_gap(stale)
+engine.load_weights(merged_weights(full_weights(model.hf), adapter_scalings(model.hf)))
+result["gap_lora_merged"] = trainer_gap(engine.generate(request, sampling, torch.Generator().manual_seed(4)))
 result["builds"] = engine.builds
 print(json.dumps(result))

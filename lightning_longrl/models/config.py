@@ -6,6 +6,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from lightning_longrl.models.lora import LoRAConfig, apply_lora
 from lightning_longrl.models.video_lm import AttnImplementation, Dtype, VideoLanguageModel, check_checkpoint_folder
 
 
@@ -23,6 +24,19 @@ class ModelConfig:
     """Keep the vision tower and merger fixed (their embeddings can then be cached)."""
     gradient_checkpointing: bool = False
     """Recompute decoder activations in backward to save memory on long videos."""
+    lora: LoRAConfig | None = None
+    """Train low-rank adapters (PEFT) instead of the weights; ``None``: full fine-tuning. The
+    base weights stay frozen, GRPO's reference is the policy with its adapters disabled, and
+    exports and vLLM get the merged weights."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):  # from a checkpoint's hyper-parameters
+            self.lora = LoRAConfig(**self.lora)
+        if self.lora is not None and self.lora.vision and self.freeze_vision:
+            raise ValueError("lora.vision needs freeze_vision: false (the vision tower's adapters are trained)")
+        if self.lora is not None and not self.lora.vision and not self.freeze_vision:
+            raise ValueError("freeze_vision: false with lora trains the vision tower through adapters only: set "
+                             "lora.vision: true (or keep freeze_vision: true)")
 
 
 def load_processor(config: ModelConfig):
@@ -51,9 +65,12 @@ def load_model(config: ModelConfig, processor=None, checkpoint_contexts: Checkpo
 
 def prepare_for_training(model: VideoLanguageModel, config: ModelConfig,
                          checkpoint_contexts: CheckpointContexts | None = None) -> VideoLanguageModel:
-    """Freeze the vision tower and switch on activation checkpointing as ``config`` says; train mode."""
+    """Freeze the vision tower, add LoRA adapters and switch on activation checkpointing as
+    ``config`` says; train mode."""
     if config.freeze_vision:
         model.vision_tower.requires_grad_(False)
+    if config.lora is not None:
+        apply_lora(model.hf, model.language_model, model.vision_tower, config.lora)
     if config.gradient_checkpointing:
         kwargs = {"use_reentrant": False}
         if checkpoint_contexts is not None:

@@ -15,6 +15,7 @@ chosen here and nowhere else:
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -101,9 +102,12 @@ class ResponseScorer:
 
     @torch.no_grad()
     def before_update(self, policy: VideoLanguageModel, ref: VideoLanguageModel | None, groups: RolloutGroups,
-                      timer: PhaseTimer) -> PassLogprobs:
+                      timer: PhaseTimer,
+                      reference_context: Callable[[], AbstractContextManager] = nullcontext) -> PassLogprobs:
         """The old-policy pass (only when the policy can move before some response is scored, see
-        :meth:`UpdateConfig.needs_old_policy_pass`) and the reference pass, in micro-batches."""
+        :meth:`UpdateConfig.needs_old_policy_pass`) and the reference pass, in micro-batches;
+        ``reference_context`` is entered around each reference pass (LoRA: the policy with its
+        adapters disabled is the reference)."""
         rows_total = groups.num_groups * groups.group_size
         micro = self.update.sizes(rows_total)[1]
         old = torch.zeros_like(groups.rollout_logprobs) if self.update.needs_old_policy_pass(rows_total) else None
@@ -113,7 +117,7 @@ class ResponseScorer:
                 with timer("old_policy"):
                     old[rows] = self.score(policy, groups, rows, "policy", timer)[0]
             if ref_logprobs is not None:
-                with timer("reference"):
+                with timer("reference"), reference_context():
                     ref_logprobs[rows] = self.score(ref, groups, rows, "ref", timer)[0]
         return PassLogprobs(old, ref_logprobs)
 

@@ -24,6 +24,7 @@ without the cache do, so the saving can be measured (``benchmarks/embedding_cach
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -40,6 +41,7 @@ from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.distributed import gather_objects, reduce_scalar
 from lightning_longrl.importing import from_class_path_config
 from lightning_longrl.models.config import ModelConfig, load_model
+from lightning_longrl.models.lora import adapter_scalings, adapters_disabled, has_adapters, merged_weights
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.parallel.grads import clip_grad_norm
 from lightning_longrl.parallel.weights import full_weights
@@ -182,13 +184,32 @@ class GRPOModule(VideoQAStage):
     # ------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
         super().configure_model()
-        if self.ref is None and self.loss_config.kl_coef > 0:
+        if self.ref is None and self.loss_config.kl_coef > 0 and not self.reference_is_base:
             ref_config = ModelConfig(self.reference_path, self.model_config.dtype, self.model_config.attn_implementation,
                                      freeze_vision=True)
             self.ref = load_model(ref_config, self.processor).eval().requires_grad_(False)
         if self.engine is None:
             self.engine = self.rollout_engine(self.model)
             self.engine.weights_provider = self.policy_weights
+
+    @property
+    def reference_is_base(self) -> bool:
+        """The KL reference is the policy's own frozen base weights, its LoRA adapters disabled
+        (no second copy of the model is loaded)."""
+        return self.model_config.lora is not None and self.reference_path == self.model_config.path
+
+    def reference_context(self) -> contextlib.AbstractContextManager:
+        """Entered around every reference pass: the adapters off when the reference is the base."""
+        return adapters_disabled(self.model.hf) if self.reference_is_base else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def reference_model(self) -> Iterator[VideoLanguageModel | None]:
+        """The model the KL term compares with (``None`` without a KL term), ready to score."""
+        if self.loss_config.kl_coef <= 0:
+            yield None
+            return
+        with self.reference_context():
+            yield self.model if self.reference_is_base else self.ref
 
     def configure_callbacks(self) -> list[L.Callback]:
         """What correctness needs, unless the trainer already has one of its kind (configured, for
@@ -214,7 +235,8 @@ class GRPOModule(VideoQAStage):
     def policy_weights(self) -> Iterator[tuple[str, Tensor]]:
         """The policy's full weights by Hugging Face name (gathered across ranks under FSDP)."""
         root = self.trainer.strategy.model if self._trainer is not None else None
-        return full_weights(self.model.hf, root)
+        weights = full_weights(self.model.hf, root)
+        return merged_weights(weights, adapter_scalings(self.model.hf)) if has_adapters(self.model.hf) else weights
 
     def sync_rollout_weights(self) -> None:
         """Make the rollout engine sample from the policy's current weights."""
@@ -260,7 +282,8 @@ class GRPOModule(VideoQAStage):
         if rows:
             self.last_groups = groups
             # 2. old-policy and reference log-probs [B*G, T], from the rollout's embeddings
-            passes = self.scorer.before_update(self.model, self.ref, groups, timer)
+            reference = self.model if self.reference_is_base and self.loss_config.kl_coef > 0 else self.ref
+            passes = self.scorer.before_update(self.model, reference, groups, timer, self.reference_context)
             # 3. clipped-ratio update with the KL penalty
             metrics.update(self._update(groups, passes, timer))
             metrics["policy/lr"] = float(self.optimizers().param_groups[0]["lr"])
