@@ -30,7 +30,9 @@ def assert_frames_match_times(case: Case, clip) -> None:
     times = np.asarray(clip.timestamps)
     assert np.all(np.isfinite(times)) and np.all(np.diff(times) >= 0), times
     for frame, t in zip(clip.frames, times):
-        i = frame_index(frame)
+        if case.rotation:
+            assert frame.shape[:2] == (W, H), f"{case.name}: frames must be turned upright, got {frame.shape}"
+        i = case.index(frame)
         lo, hi = case.times(max(i - 1, 0)), case.times(i + 1)
         assert lo - 1e-3 <= t <= hi + 1e-3, f"{case.name}: frame {i} (on screen {case.times(i):.3f} s) reported at {t:.3f} s"
 
@@ -51,7 +53,7 @@ def test_every_file_gives_the_right_frames_or_a_named_refusal(corpus, name, num_
     if case.times is not None:
         assert_frames_match_times(case, clip)
         if name not in ("one_frame.mp4", "cut_midway.mkv") and num_frames == 8:
-            assert len({frame_index(f) for f in clip.frames}) == 8, "eight targets 0.75 s apart are eight frames"
+            assert len({case.index(f) for f in clip.frames}) == 8, "eight targets 0.75 s apart are eight frames"
     if name == "long_low_rate.mkv":
         assert clip.duration == pytest.approx(600, abs=1.5)
         assert np.allclose(np.diff(clip.timestamps), 600 / num_frames, atol=1.01)
@@ -174,3 +176,54 @@ def test_eval_and_filter_answer_the_readable_files_and_count_the_rest(corpus, tm
     summary = difficulty_filter(FilterConfig(output_dir=str(tmp_path / "filter"), k=2, **common))
     assert summary["questions"] == len(CASES) and summary["unreadable"] == len(refused)
     assert summary["sft"] + summary["rl"] == len(CASES) - len(refused)
+
+
+@pytest.mark.slow
+def test_fit_trains_on_the_readable_files_and_counts_the_rest(corpus, tmp_path, tiny_checkpoints):
+    """SFT through Lightning over the whole corpus (one epoch): every step runs, the refused files
+    are counted as unusable videos (below the run's limit) and nothing else is."""
+    import lightning as L
+    import torch
+
+    from lightning_longrl import SFTModule
+    from lightning_longrl.datamodules import LongVideoDataModule
+    from lightning_longrl.models.config import ModelConfig
+
+    rows = [{"id": c.name, "video": str(corpus[c.name]), "question": "Which block lights first?", "answer": "A",
+             "options": ["top left", "bottom right"], "reasoning": "it starts top left."} for c in CASES]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = LongVideoDataModule(train_file=str(tmp_path / "train.jsonl"), num_frames=8, max_pixels=W * H, batch_size=2,
+                               num_workers=0)
+    module = SFTModule(ModelConfig(path=str(tiny_checkpoints["qwen2_5_vl"])),
+                       optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3))
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.fit(module, data)
+    assert trainer.global_step == (len(CASES) + 1) // 2
+    assert data.bad_videos == sum(1 for c in CASES if c.skip)
+    assert data._bad_ids == {c.name for c in CASES if c.skip}
+
+
+@pytest.mark.slow
+def test_curate_captions_the_readable_files_and_counts_the_rest(corpus, tmp_path, tiny_checkpoints):
+    """The corpus as a folder of videos to curate (tiny local models): every file with a video
+    suffix is listed, the refused ones are counted as unreadable, every clip of the others gets a
+    caption, and the run finishes."""
+    import shutil
+
+    from lightning_longrl.curate.backends import BackendConfig
+    from lightning_longrl.curate.pipeline import VIDEO_SUFFIXES, CurateConfig, curate
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    listed = [c for c in CASES if corpus[c.name].suffix in VIDEO_SUFFIXES]
+    for case in CASES:
+        shutil.copy(corpus[case.name], folder / case.name)
+    model = BackendConfig(kind="hf", model=str(tiny_checkpoints["qwen2_5_vl"]), max_new_tokens=6, dtype="float32",
+                          batch_size=8)
+    summary = curate(CurateConfig(videos=str(folder), output_dir=str(tmp_path / "out"), captioner=model, writer=model,
+                                  clip_seconds=60.0, frames_per_clip=4, max_pixels=W * H, families=["temporal"],
+                                  progress=False))
+    assert summary.videos == len(listed)
+    assert summary.unreadable_videos == sum(1 for c in listed if c.skip)
+    assert summary.captions == summary.clips >= len(listed) - summary.unreadable_videos

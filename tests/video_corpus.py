@@ -13,6 +13,7 @@ refuse it with a :class:`~lightning_longrl.data.video.VideoDecodeError` whose me
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -86,6 +87,20 @@ def no_frames(path: Path) -> Path:
     return path
 
 
+def rotated(path: Path, source: Path, degrees: int) -> Path:
+    """``source`` (an MP4) with a display matrix that turns it ``degrees`` clockwise, as phones
+    record portrait video: the track header's matrix is rewritten, the frames are untouched."""
+    data = bytearray(source.read_bytes())
+    at = data.find(b"tkhd")  # box type; then version (1 byte), flags (3), times, layer, volume, matrix
+    version = data[at + 4]
+    matrix = at + 8 + (32 if version == 1 else 20) + 8 + 8
+    one = 1 << 16  # 16.16 fixed point
+    a, b, c, d = {90: (0, one, -one, 0), 180: (-one, 0, 0, -one), 270: (0, -one, one, 0)}[degrees]
+    struct.pack_into(">9i", data, matrix, a, b, 0, c, d, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def cut(path: Path, source: Path, keep: float) -> Path:
     """The first ``keep`` of ``source``'s bytes, as a download stopped midway leaves it."""
     data = source.read_bytes()
@@ -100,6 +115,11 @@ class Case:
     times: Callable[[int], float] | None  # presentation time of frame i (None: not an indexed file)
     skip: str | None = None  # expected: the readers refuse the file with this in the message
     decord_wrong: bool = False  # decord's own random access returns wrong frames on it (routed to PyAV)
+    rotation: int = 0  # the display matrix turns the frames this many degrees clockwise (readers must too)
+
+    def index(self, rgb: np.ndarray) -> int:
+        """:func:`frame_index` of a frame a reader returned (turned back from the display rotation)."""
+        return frame_index(np.rot90(rgb, k=self.rotation // 90))
 
 
 def _vfr_pts() -> list[int]:
@@ -136,6 +156,10 @@ CASES = [
     Case("audio_only.m4a", lambda d: audio_only(d / "audio_only.m4a"), None, skip="cannot decode"),
     Case("cut_before_index.mp4", lambda d: cut(d / "cut_before_index.mp4", write(d / "full.mp4", n=96), 0.5), None,
          skip="cannot decode"),
+    Case("rotated_90.mp4", lambda d: rotated(d / "rotated_90.mp4", write(d / "upright_a.mp4"), 90), lambda i: i / 24,
+         rotation=90),
+    Case("rotated_270.mp4", lambda d: rotated(d / "rotated_270.mp4", write(d / "upright_b.mp4"), 270), lambda i: i / 24,
+         rotation=270),
     Case("cut_midway.mkv", lambda d: cut(d / "cut_midway.mkv", write(d / "full.mkv", n=96), 0.5), lambda i: i / 24),
 ]
 """The corpus; ``cut_midway.mkv``'s header still promises all 96 frames (a header that lies about

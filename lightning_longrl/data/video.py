@@ -443,7 +443,7 @@ class _FramePicker:
         if self._held_at is not None:
             self.frames[row] = self.frames[self._held_at]
         else:
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = upright(frame)
             if self.frames is None:
                 size = fit_frame_size(rgb.shape[0], rgb.shape[1], self.sampling)
                 self.frames = np.empty((len(self.targets), *size, 3), dtype=np.uint8)
@@ -475,6 +475,15 @@ class _FramePicker:
         while self.next_target < len(self.targets):
             self._emit_held()
         return self.frames, self.times
+
+
+def upright(frame) -> np.ndarray:
+    """A PyAV frame as RGB, turned as its display matrix says (a phone's portrait video is stored
+    landscape with a rotation to apply). decord applies the same rotation itself."""
+    rgb = frame.to_ndarray(format="rgb24")
+    rotation = int(round(getattr(frame, "rotation", 0) or 0))  # degrees counter-clockwise, FFmpeg's sign
+    turns = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
 
 
 def _probe_duration(path: str, first: float) -> float:
