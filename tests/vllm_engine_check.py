@@ -79,6 +79,7 @@ result["greedy_ours"] = ours.tokens[0][ours.mask[0]].tolist()
 result["greedy_vllm"] = list(out.outputs[0].token_ids)
 result["prompt_tokens"] = len(out.prompt_token_ids)
 result["our_prompt_tokens"] = int(batch.attention_mask[0].sum())
+result["prompt_ids_equal"] = list(out.prompt_token_ids) == batch.input_ids[0][batch.attention_mask[0].bool()].tolist()
 
 # one training step moves the weights: raise the log-probability of the first rollout's tokens
 model.train()

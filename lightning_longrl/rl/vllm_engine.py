@@ -4,6 +4,9 @@ Each training rank runs its own in-process vLLM engine next to the policy. A pro
 its token ids, with the video placeholder collapsed to one ``<|video_pad|>`` token, plus the
 video's embeddings and patch grid (and, for Qwen2.5-VL, the seconds per temporal patch that its
 M-RoPE scales by); vLLM expands the placeholder back to the same positions the trainer uses.
+Qwen3-VL's prompt interleaves ``<t seconds>`` text with the frames: its whole timestamped region
+is collapsed to one placeholder and vLLM gets the frames' timestamps (read back from that text)
+and the embeddings with their deepstack features, then rebuilds the same tokens.
 
 Log-probs come back under the distribution vLLM samples from (``processed_logprobs``: after the
 vision-token ban and the temperature), the same one the trainer scores with
@@ -20,6 +23,7 @@ import gc
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,20 @@ from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingC
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+_TIMESTAMP = re.compile(r"<(\d+(?:\.\d+)?) seconds>")
+"""Qwen3-VL's text before each frame's vision tokens (its processor writes one per temporal patch)."""
+
+
+def _vllm_takes_qwen3_vl_embeddings() -> bool:
+    """This vLLM accepts Qwen3-VL video embeddings with their frames' timestamps (0.32 does; older
+    versions failed on the embeddings path)."""
+    try:
+        from vllm.model_executor.models.qwen3_vl import Qwen3VLMultiModalDataParser
+    except ImportError:
+        return False
+    fields = getattr(Qwen3VLMultiModalDataParser, "embedding_fields", None) or {}
+    return "timestamps" in fields.get("video", ())
 
 
 class VLLMRolloutEngine(RolloutEngine):
@@ -92,11 +109,11 @@ class VLLMRolloutEngine(RolloutEngine):
         if not 0.0 < gpu_memory_utilization <= 1.0:
             raise ValueError(f"VLLMRolloutEngine gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         if model.model_type not in SUPPORTED_MODEL_TYPES:
-            raise NotImplementedError(
-                f"the vLLM rollout engine supports {SUPPORTED_MODEL_TYPES}, not {model.model_type!r} "
-                "(Qwen3-VL's video prompt carries per-frame timestamps that cached embeddings do not); "
-                "use rollout_engine: PolicyRolloutEngine"
-            )
+            raise NotImplementedError(f"the vLLM rollout engine supports {SUPPORTED_MODEL_TYPES}, not "
+                                      f"{model.model_type!r}; use rollout_engine: PolicyRolloutEngine")
+        if model.model_type == "qwen3_vl" and not _vllm_takes_qwen3_vl_embeddings():
+            raise NotImplementedError("this vLLM cannot take Qwen3-VL video embeddings with their frames' timestamps "
+                                      "(vLLM 0.32 can); use rollout_engine: PolicyRolloutEngine")
         self.model = model
         self.max_model_len = max_model_len
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -270,13 +287,61 @@ class VLLMRolloutEngine(RolloutEngine):
 
     def _prompt(self, request: RolloutRequest, i: int) -> dict[str, Any]:
         ids = request.input_ids[i][request.attention_mask[i].bool()].tolist()
+        video = request.videos[i]
+        dtype = getattr(torch, self.dtype)
+        if self.model.model_type == "qwen3_vl":
+            return self._qwen3_vl_prompt(ids, video, dtype)
         # vLLM expands one placeholder per video into as many tokens as the embeddings have rows
         collapsed = [t for j, t in enumerate(ids) if not (t == self._video_token and j and ids[j - 1] == self._video_token)]
-        video = request.videos[i]
-        data: dict[str, Any] = {"video_embeds": video.embeds.to(getattr(torch, self.dtype)), "video_grid_thw": video.grid_thw}
+        data: dict[str, Any] = {"video_embeds": video.embeds.to(dtype), "video_grid_thw": video.grid_thw}
         if self.model.model_type == "qwen2_5_vl":  # Qwen2-VL's M-RoPE has no time scale
             data["second_per_grid_ts"] = request.second_per_grid_ts[i : i + 1].float().cpu()
         return {"prompt_token_ids": collapsed, "multi_modal_data": {"video": data}}
+
+    def _qwen3_vl_prompt(self, ids: list[int], video, dtype: torch.dtype) -> dict[str, Any]:
+        """Qwen3-VL: the prompt interleaves ``<t seconds>`` text with each temporal patch's
+        ``<|vision_start|> pads <|vision_end|>``. vLLM writes that region itself from one
+        ``<|video_pad|>`` and the frames' timestamps, so the region is collapsed to one pad and its
+        timestamps are read back from the prompt's own text (exactly what the processor wrote);
+        the region vLLM will rebuild is checked token for token against the trainer's. The
+        deepstack features travel concatenated after the embeddings along the hidden dimension."""
+        config, tokenizer = self.model.hf.config, self.model.tokenizer
+        pad, start, end = self._video_token, int(config.vision_start_token_id), int(config.vision_end_token_id)
+        frames, height, width = (int(x) for x in video.grid_thw[0])
+        per_frame = height * width // self.model.spatial_merge_size**2
+        runs = [j for j, t in enumerate(ids) if t == pad and (j == 0 or ids[j - 1] != pad)]
+        if len(runs) != frames or any(ids[r - 1] != start or ids[r : r + per_frame] != [pad] * per_frame
+                                      or ids[r + per_frame] != end for r in runs):
+            raise ValueError(f"Qwen3-VL prompt: expected {frames} frames of {per_frame} video tokens between "
+                             "<|vision_start|> and <|vision_end|>")
+        times, first = [], None
+        for f, run in enumerate(runs):
+            stop = run - 1  # this frame's <|vision_start|>
+            if f:
+                text = ids[runs[f - 1] + per_frame + 1 : stop]
+                match = _TIMESTAMP.fullmatch(tokenizer.decode(text))
+            else:  # the frame-0 timestamp follows template text: the shortest suffix that is one
+                for begin in range(stop - 1, max(stop - 32, 0) - 1, -1):
+                    match = _TIMESTAMP.fullmatch(tokenizer.decode(ids[begin:stop]))
+                    if match:
+                        first = begin
+                        break
+            if not match:
+                raise ValueError(f"Qwen3-VL prompt: no '<t seconds>' text before frame {f}")
+            times.append(float(match.group(1)))
+        last = runs[-1] + per_frame  # the last frame's <|vision_end|>
+        rebuilt = []
+        for t in times:
+            rebuilt += tokenizer.encode(f"<{t:.1f} seconds>", add_special_tokens=False) + [start] + [pad] * per_frame + [end]
+        if ids[first : last + 1] != rebuilt:
+            raise ValueError("Qwen3-VL prompt: vLLM would not rebuild this prompt's frames and timestamps token for token")
+        embeds = torch.cat([video.embeds, *video.deepstack], dim=1)
+        expected = int(config.vision_config.out_hidden_size) * (1 + len(config.vision_config.deepstack_visual_indexes))
+        if embeds.shape != (frames * per_frame, expected):
+            raise ValueError(f"Qwen3-VL video embeddings with deepstack are {tuple(embeds.shape)}, expected "
+                             f"({frames * per_frame}, {expected})")
+        data = {"video_embeds": embeds.to(dtype), "video_grid_thw": video.grid_thw.cpu(), "timestamps": [times]}
+        return {"prompt_token_ids": ids[:first] + [pad] + ids[last + 1 :], "multi_modal_data": {"video": data}}
 
     def _to_generation(self, outputs, num_samples: int, device: torch.device) -> Generation:
         rows: list[tuple[list[int], list[float]]] = []
