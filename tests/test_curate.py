@@ -12,7 +12,6 @@ import pytest
 from lightning_longrl.curate.backends import BackendConfig, BackendError, Request, build_backend
 from lightning_longrl.curate.parse import RejectedOutput, parse_generation
 from lightning_longrl.curate.pipeline import CurateConfig, curate
-from lightning_longrl.data.records import read_records
 
 from helpers import LoopbackChatServer, free_port
 
@@ -149,37 +148,6 @@ def test_curate_with_local_models_resumes_and_keeps_rejects(tmp_path, tiny_check
     (prompts / "caption.txt").write_text("Describe {the_clip}.")
     with pytest.raises(ValueError, match=r"caption.txt: bad placeholder"):
         curate(CurateConfig(**{**config.__dict__, "output_dir": str(tmp_path / "out2"), "prompts_dir": str(prompts)}))
-
-
-@pytest.mark.slow
-def test_curate_through_an_openai_compatible_server(tmp_path, synth_dir, openai_server, monkeypatch):
-    """Captions from frames sent as images, question writing with structured outputs (JSON schema),
-    refinement: the records come out in the project's format with their provenance; an unknown
-    model name is an HTTP error that is not retried."""
-    monkeypatch.setenv("CURATE_TEST_KEY", "not-a-secret")
-    captioner = BackendConfig(kind="openai", base_url=openai_server, model="tiny", api_key_env="CURATE_TEST_KEY",
-                              max_new_tokens=12, concurrency=4)
-    writer = BackendConfig(kind="openai", base_url=openai_server, model="tiny", max_new_tokens=600, json_schema=True,
-                           concurrency=4)
-    config = CurateConfig(videos=str(_videos(synth_dir, tmp_path, 1)), output_dir=str(tmp_path / "out"),
-                          captioner=captioner, writer=writer, clip_seconds=12.0, frames_per_clip=4, max_pixels=56 * 56,
-                          max_chars=[40, 16, 60], progress=False)
-    summary = curate(config)
-    assert summary.captions == 2 and summary.generations == 8 and summary.failed_this_run == {}
-    assert summary.records + summary.rejected == 8 and summary.records >= 4, summary
-    assert summary.refined == summary.records
-    records = read_records(tmp_path / "out" / "records.jsonl")  # the project's own loader
-    raw = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
-    assert {r.category for r in records} <= {"Temporal", "Goal and Purpose", "Spatial", "Plot and Narrative"}
-    for record, row in zip(records, raw):
-        provenance = row["provenance"]
-        assert provenance["captioner"] == "openai:tiny" and provenance["writer"] == "openai:tiny"
-        assert provenance["clips"] == [[0.0, 12.0], [12.0, pytest.approx(24.0, abs=0.5)]]
-        assert record.reasoning and (record.options == () or record.answer in "ABCD")
-        assert (tmp_path / "out" / row["video"]).resolve().is_file()
-    unknown = build_backend(BackendConfig(kind="openai", base_url=openai_server, model="no-such-model", retries=3))
-    reply = unknown.generate([Request("hello")])[0]
-    assert isinstance(reply, BackendError) and "404" in str(reply) and unknown.attempts == 1
 
 
 def test_filter_labels_splits_and_histogram(tmp_path, tiny_checkpoints, synth_dir):

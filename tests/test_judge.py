@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-import torch
 
 from lightning_longrl.data.records import VideoQARecord
 from lightning_longrl.rl.judge import DEFAULT_TEMPLATE, SCORE_SCHEMA, JudgeReward, load_template, parse_score
@@ -155,23 +154,3 @@ def test_reward_specs_with_arguments_build_classes_and_name_bad_ones():
         CombinedReward([RewardSpec("j", "lightning_longrl.rl.rewards.format_reward", 1.0, {"x": 1})])
     with pytest.raises(ValueError, match=r"reward 'j': lightning_longrl.rl.judge.JudgeReward does not take arguments \['url'\]"):
         CombinedReward([RewardSpec("j", "lightning_longrl.rl.judge.JudgeReward", 1.0, {"url": "x"})])
-
-
-@pytest.mark.slow
-def test_judge_through_vllms_openai_server_with_structured_outputs(openai_server):
-    """A tiny random model as the judge: constrained to the score choices every reply parses; a
-    second batch is served from the cache. (Under the JSON schema a random model pads the object
-    with whitespace up to max_tokens, which a real judge does not; a scripted judge checks that path.)"""
-    judge = JudgeReward(base_url=openai_server, model="tiny", concurrency=4, max_tokens=16, structured="choice")
-    records = _records(4)
-    scores = judge.score_batch([_response(a) for a in ("three", "four", "five", "3")], records)
-    assert scores.failed == [False] * 4, "structured outputs should make every reply a valid score"
-    assert all(v in (0.0, 0.5, 1.0) for v in scores.values)
-    assert judge.requests == 4 and judge.failures == 0
-    assert judge.score_batch([_response("three")], records[:1]).values == scores.values[:1] and judge.requests == 4
-    total = CombinedReward([RewardSpec("judge", "lightning_longrl.rl.judge.JudgeReward", 1.0,
-                                       {"base_url": openai_server, "model": "tiny", "max_tokens": 16,
-                                        "structured": "choice"})])
-    out = total([_response("three"), "malformed"], records[:2])
-    assert out.terms["judge_failed"] == [0.0, 0.0] and out.terms["judge"][1] == 0.0
-    assert torch.tensor(out.total).isfinite().all()
