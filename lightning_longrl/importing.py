@@ -29,12 +29,13 @@ def import_object(path: str, what: str = "object") -> Any:
         raise ValueError(f"{what} {path!r} is not an import path like 'package.module.name' ({err})") from None
 
 
-def class_path_config(value: Any) -> dict[str, Any] | None:
-    """``value`` as jsonargparse's ``{"class_path": ..., "init_args": ...}`` when it is a class or a
-    keyword-only ``functools.partial`` of one, else ``None``.
+def bound_class(value: Any) -> tuple[type, dict[str, Any]] | None:
+    """``(cls, keywords)`` when ``value`` is a class or a keyword-only ``functools.partial`` of one,
+    else ``None``.
 
-    jsonargparse itself builds ``partial(helper, instantiator, cls, **init_args)`` from such a
-    block (a class as the last positional argument of a helper); that form is read the same way."""
+    jsonargparse itself builds ``partial(helper, instantiator, cls, **init_args)`` from a
+    ``class_path`` block (a class as the last positional argument of a helper); that form is read
+    the same way."""
     keywords: dict[str, Any] = {}
     while isinstance(value, functools.partial):
         keywords = {**value.keywords, **keywords}
@@ -44,29 +45,30 @@ def class_path_config(value: Any) -> dict[str, Any] | None:
             value = value.args[-1]
         else:
             return None
-    if not isinstance(value, type):
+    return (value, keywords) if isinstance(value, type) else None
+
+
+def class_path_config(value: Any) -> dict[str, Any] | None:
+    """``value`` as jsonargparse's ``{"class_path": ..., "init_args": ...}`` when
+    :func:`bound_class` reads it, else ``None``."""
+    bound = bound_class(value)
+    if bound is None:
         return None
-    config: dict[str, Any] = {"class_path": f"{value.__module__}.{value.__qualname__}"}
+    cls, keywords = bound
+    config: dict[str, Any] = {"class_path": f"{cls.__module__}.{cls.__qualname__}"}
     if keywords:
         config["init_args"] = keywords
     return config
 
 
 def plain_factory(value: Any) -> Any:
-    """A class or ``functools.partial(cls, **init_args)`` for what :func:`class_path_config` reads
+    """A class or ``functools.partial(cls, **init_args)`` for what :func:`bound_class` reads
     (jsonargparse's own partials included); anything else unchanged."""
-    config = class_path_config(value)
-    if config is None:
+    bound = bound_class(value)
+    if bound is None:
         return value
-    cls = _class_of(value)
-    init_args = config.get("init_args")
-    return functools.partial(cls, **init_args) if init_args else cls
-
-
-def _class_of(value: Any) -> type:
-    while isinstance(value, functools.partial):
-        value = value.func if not value.args else value.args[-1]
-    return value
+    cls, keywords = bound
+    return functools.partial(cls, **keywords) if keywords else cls
 
 
 def from_class_path_config(config: dict[str, Any], what: str) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -181,3 +183,14 @@ class LoopbackChatServer:
 
     def close(self) -> None:
         self.httpd.shutdown()
+
+
+def mrsp_fit_run(out: Path, checkpoint: Path, synth_dir: Path, devices: int, sp: int, stage: str = "sft",
+                   *options: str) -> list[dict]:
+    """Run tests/mrsp_fit_check.py (``options``: its --flags) and return each rank's row."""
+    script = Path(__file__).with_name("mrsp_fit_check.py")
+    proc = subprocess.run([sys.executable, str(script), stage, str(checkpoint), str(synth_dir), str(out), str(devices),
+                           str(sp), *options],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]

@@ -104,31 +104,19 @@ def test_grpo_with_lora_trains_the_adapters_against_the_base_and_exports_merged(
     torch.testing.assert_close(_logprobs(exported, batch), _logprobs(module.model, batch), atol=2e-5, rtol=0)
 
 
-def _fit_check(out, checkpoint, synth_dir, devices: int, sp: int, *options: str) -> list[dict]:
-    """tests/mrsp_fit_check.py's GRPO run on ``devices`` processes; each rank's row."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).with_name("mrsp_fit_check.py")
-    proc = subprocess.run([sys.executable, str(script), "grpo", str(checkpoint), str(synth_dir), str(out), str(devices),
-                           str(sp), "--lora", *options], capture_output=True, text=True, timeout=600, cwd=script.parent)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
-
-
 @pytest.mark.slow
 def test_lora_grpo_under_mrsp_sharded_and_sequence_parallel_matches_replicated(tmp_path, tiny_checkpoints, synth_dir):
     """LoRA GRPO under MRSPStrategy with replicated weights on 2 processes (data parallel, as DDP)
     is the reference; with sharded weights and sequence-parallel pairs on 4 processes each pair
     samples its replica's rollouts, with the same losses and the same weights afterwards (adapters
     and frozen base, gathered)."""
+    from helpers import mrsp_fit_run
+
     checkpoint = tiny_checkpoints["qwen2_5_vl"]
-    replicated = _fit_check(tmp_path / "replicated", checkpoint, synth_dir, 2, 1)
+    replicated = mrsp_fit_run(tmp_path / "replicated", checkpoint, synth_dir, 2, 1, "grpo", "--lora")
     assert abs(replicated[0]["checksum"] - replicated[0]["start_checksum"]) > 1e-4, "training must move the adapters"
     assert replicated[0]["trainable"] < replicated[0]["held"] / 5, "only the adapters train"
-    rows = _fit_check(tmp_path / "sharded", checkpoint, synth_dir, 4, 2, "--shard")
+    rows = mrsp_fit_run(tmp_path / "sharded", checkpoint, synth_dir, 4, 2, "grpo", "--lora", "--shard")
     for rank, row in enumerate(rows):
         twin = replicated[rank // 2]
         assert row["batches"] == twin["batches"] and row["rewards"] == twin["rewards"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port
+from helpers import free_port, mrsp_fit_run
 
 pytestmark = pytest.mark.slow  # multi-process, notebook or end-to-end runs: not in the fast lane
 
@@ -60,17 +60,6 @@ def test_sequence_parallel_matches_single_process(case, tmp_path, tiny_checkpoin
         assert (frames // 2) % sp, "the case must exercise frame padding"
 
 
-def _lightning_run(out: Path, checkpoint: Path, synth_dir: Path, devices: int, sp: int, stage: str = "sft",
-                   *options: str) -> list[dict]:
-    """Run tests/mrsp_fit_check.py (``options``: its --flags) and return each rank's row."""
-    script = Path(__file__).with_name("mrsp_fit_check.py")
-    proc = subprocess.run([sys.executable, str(script), stage, str(checkpoint), str(synth_dir), str(out), str(devices),
-                           str(sp), *options],
-                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
-
-
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory, tiny_checkpoints, synth_dir):
     """``ddp_runs(stage)``: plain DDP on 2 processes, the reference of the MRSPStrategy runs (run once per stage)."""
@@ -78,7 +67,7 @@ def ddp_runs(tmp_path_factory, tiny_checkpoints, synth_dir):
 
     def run(stage: str) -> list[dict]:
         if stage not in runs:
-            runs[stage] = _lightning_run(tmp_path_factory.mktemp(f"ddp_{stage}"), tiny_checkpoints["qwen2_5_vl"],
+            runs[stage] = mrsp_fit_run(tmp_path_factory.mktemp(f"ddp_{stage}"), tiny_checkpoints["qwen2_5_vl"],
                                          synth_dir, devices=2, sp=0, stage=stage)
         return runs[stage]
 
@@ -103,7 +92,7 @@ def test_mrsp_strategy_matches_plain_ddp(tmp_path, tiny_checkpoints, synth_dir, 
     each rank holds a quarter of the weights; with gradient checkpointing the layers recomputed in
     backward run sequence-parallel again."""
     stage, options = VARIANTS[variant]
-    mrsp = _lightning_run(tmp_path / "mrsp", tiny_checkpoints["qwen2_5_vl"], synth_dir, 4, 2, stage, *options)
+    mrsp = mrsp_fit_run(tmp_path / "mrsp", tiny_checkpoints["qwen2_5_vl"], synth_dir, 4, 2, stage, *options)
     ddp = ddp_runs(stage)
     for rank, row in enumerate(mrsp):
         twin = ddp[rank // 2]
@@ -157,10 +146,10 @@ def test_sharded_checkpoint_resumes_exactly(tmp_path, tiny_checkpoints, synth_di
     from lightning_longrl.models.config import ModelConfig
 
     checkpoint = tiny_checkpoints["qwen2_5_vl"]
-    whole = _lightning_run(tmp_path / "whole", checkpoint, synth_dir, 4, 2, "sft", "--shard", "--momentum", "0.9",
+    whole = mrsp_fit_run(tmp_path / "whole", checkpoint, synth_dir, 4, 2, "sft", "--shard", "--momentum", "0.9",
                            "--max-steps", "3", "--save-every", str(tmp_path / "ckpt"))
     saved = tmp_path / "ckpt" / "batch=2.ckpt"
-    resumed = _lightning_run(tmp_path / "resumed", checkpoint, synth_dir, 4, 2, "sft", "--shard", "--momentum", "0.9",
+    resumed = mrsp_fit_run(tmp_path / "resumed", checkpoint, synth_dir, 4, 2, "sft", "--shard", "--momentum", "0.9",
                              "--max-steps", "3", "--resume", str(saved))
     for rank in range(4):
         assert resumed[rank]["batches"] == whole[rank]["batches"][2:]

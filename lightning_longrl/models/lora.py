@@ -11,6 +11,7 @@ weights leave through :func:`merged_weights`, which folds ``scaling * B @ A`` in
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -68,20 +69,26 @@ def apply_lora(model: nn.Module, language_model: nn.Module, vision_tower: nn.Mod
         inject_adapter_in_model(LoraConfig(target_modules=VISION_TARGETS, **peft_config), vision_tower, ADAPTER)
 
 
-def has_adapters(module: nn.Module) -> bool:
-    return any(_is_adapted(m) for m in module.modules())
+@functools.cache
+def _tuner_layer() -> type | None:
+    """PEFT's adapted-layer class; ``None`` without PEFT (the ``lora`` extra), when nothing can be adapted."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return None
+    return BaseTunerLayer
 
 
-def _is_adapted(module: nn.Module) -> bool:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return isinstance(module, BaseTunerLayer)
+def _adapted_layers(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    tuner = _tuner_layer()
+    if tuner is not None:
+        yield from ((name, m) for name, m in module.named_modules() if isinstance(m, tuner))
 
 
 @contextlib.contextmanager
 def adapters_disabled(module: nn.Module) -> Iterator[None]:
     """The base model inside: every adapter of ``module`` is bypassed (the GRPO reference)."""
-    layers = [m for m in module.modules() if _is_adapted(m)]
+    layers = [m for _, m in _adapted_layers(module)]
     for layer in layers:
         layer.enable_adapters(False)
     try:
@@ -92,8 +99,9 @@ def adapters_disabled(module: nn.Module) -> Iterator[None]:
 
 
 def adapter_scalings(module: nn.Module) -> dict[str, float]:
-    """``scaling`` of each adapted layer, by its name inside ``module`` (as :func:`merged_weights` needs)."""
-    return {name: float(m.scaling[ADAPTER]) for name, m in module.named_modules() if _is_adapted(m)}
+    """``scaling`` of each adapted layer, by its name inside ``module`` (as :func:`merged_weights`
+    needs); empty for a model without adapters."""
+    return {name: float(m.scaling[ADAPTER]) for name, m in _adapted_layers(module)}
 
 
 def merged_weights(named: Iterable[tuple[str, Tensor]], scalings: dict[str, float]) -> Iterator[tuple[str, Tensor]]:

@@ -16,14 +16,13 @@ arguments and nothing here lists the engines there are.
 from __future__ import annotations
 
 import abc
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from lightning_longrl.importing import plain_factory
+from lightning_longrl.importing import bound_class, plain_factory
 from lightning_longrl.models.video_lm import Generation, VideoEmbeddings, VideoLanguageModel
 
 
@@ -161,10 +160,8 @@ YAML: ``class_path: VLLMRolloutEngine`` with its ``init_args``."""
 def engine_type(factory: EngineFactory) -> type | None:
     """The engine class a factory builds when that is known without building it (a class, or a
     ``functools.partial`` of one), else ``None``."""
-    factory = plain_factory(factory)
-    while isinstance(factory, functools.partial):
-        factory = factory.func
-    return factory if isinstance(factory, type) else None
+    bound = bound_class(factory)
+    return bound[0] if bound is not None else None
 
 
 def check_engine_factory(factory: object, where: str) -> EngineFactory:

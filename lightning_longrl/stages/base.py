@@ -14,7 +14,7 @@ from lightning_longrl.data.records import CATEGORIES
 from lightning_longrl.inference.answers import answer_batch
 from lightning_longrl.inference.metrics import BenchmarkMetrics
 from lightning_longrl.models.config import ModelConfig, load_model, load_processor
-from lightning_longrl.models.lora import adapter_scalings, has_adapters, merged_weights
+from lightning_longrl.models.lora import adapter_scalings, merged_weights
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.parallel.grads import clip_grad_norm
 from lightning_longrl.parallel.ulysses import checkpoint_contexts
@@ -120,8 +120,8 @@ class VideoQAStage(L.LightningModule):
         if state_dict is not None:
             prefix = "model.hf."
             weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        if has_adapters(self.model.hf):  # LoRA: the adapters folded into the weights, original names
-            weights = dict(merged_weights((weights or self.model.hf.state_dict()).items(), adapter_scalings(self.model.hf)))
+        if scalings := adapter_scalings(self.model.hf):  # LoRA: the adapters folded into the weights, original names
+            weights = dict(merged_weights((weights or self.model.hf.state_dict()).items(), scalings))
         self.model.hf.save_pretrained(path, state_dict=weights)
         self.processor.save_pretrained(path)
         return path

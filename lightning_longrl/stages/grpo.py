@@ -41,7 +41,7 @@ from lightning_longrl.data.collate import VideoBatch
 from lightning_longrl.distributed import gather_objects, reduce_scalar
 from lightning_longrl.importing import from_class_path_config
 from lightning_longrl.models.config import ModelConfig, load_model
-from lightning_longrl.models.lora import adapter_scalings, adapters_disabled, has_adapters, merged_weights
+from lightning_longrl.models.lora import adapter_scalings, adapters_disabled, merged_weights
 from lightning_longrl.models.video_lm import VideoLanguageModel
 from lightning_longrl.parallel.grads import clip_grad_norm
 from lightning_longrl.parallel.weights import full_weights
@@ -202,14 +202,19 @@ class GRPOModule(VideoQAStage):
         """Entered around every reference pass: the adapters off when the reference is the base."""
         return adapters_disabled(self.model.hf) if self.reference_is_base else contextlib.nullcontext()
 
+    @property
+    def reference(self) -> VideoLanguageModel | None:
+        """The model the KL term compares with (``None`` without a KL term); score it inside
+        :meth:`reference_context`."""
+        if self.loss_config.kl_coef <= 0:
+            return None
+        return self.model if self.reference_is_base else self.ref
+
     @contextlib.contextmanager
     def reference_model(self) -> Iterator[VideoLanguageModel | None]:
-        """The model the KL term compares with (``None`` without a KL term), ready to score."""
-        if self.loss_config.kl_coef <= 0:
-            yield None
-            return
+        """:attr:`reference`, ready to score."""
         with self.reference_context():
-            yield self.model if self.reference_is_base else self.ref
+            yield self.reference
 
     def configure_callbacks(self) -> list[L.Callback]:
         """What correctness needs, unless the trainer already has one of its kind (configured, for
@@ -236,7 +241,8 @@ class GRPOModule(VideoQAStage):
         """The policy's full weights by Hugging Face name (gathered across ranks under FSDP)."""
         root = self.trainer.strategy.model if self._trainer is not None else None
         weights = full_weights(self.model.hf, root)
-        return merged_weights(weights, adapter_scalings(self.model.hf)) if has_adapters(self.model.hf) else weights
+        scalings = adapter_scalings(self.model.hf)
+        return merged_weights(weights, scalings) if scalings else weights
 
     def sync_rollout_weights(self) -> None:
         """Make the rollout engine sample from the policy's current weights."""
@@ -282,8 +288,7 @@ class GRPOModule(VideoQAStage):
         if rows:
             self.last_groups = groups
             # 2. old-policy and reference log-probs [B*G, T], from the rollout's embeddings
-            reference = self.model if self.reference_is_base and self.loss_config.kl_coef > 0 else self.ref
-            passes = self.scorer.before_update(self.model, reference, groups, timer, self.reference_context)
+            passes = self.scorer.before_update(self.model, self.reference, groups, timer, self.reference_context)
             # 3. clipped-ratio update with the KL penalty
             metrics.update(self._update(groups, passes, timer))
             metrics["policy/lr"] = float(self.optimizers().param_groups[0]["lr"])
