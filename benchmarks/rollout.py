@@ -48,9 +48,8 @@ def requests(model: VideoLanguageModel, data_dir: Path, frames: int, args) -> Ro
                                                                           size_multiple=multiple))
     batch = VideoQACollator(model.processor, mode="prompt")([dataset[i] for i in range(args.batch)])
     with torch.no_grad():
-        video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
-    return RolloutRequest(batch.input_ids, batch.attention_mask, video.split(model.spatial_merge_size),
-                          batch.second_per_grid_ts, args.group)
+        video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+    return RolloutRequest(batch.input_ids, batch.attention_mask, video.split(model.spatial_merge_size), args.group)
 
 
 def measure(engine, request: RolloutRequest, sampling: SamplingConfig, repeats: int) -> dict:

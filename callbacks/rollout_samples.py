@@ -1,4 +1,4 @@
-"""Write a few sampled GRPO completions, with the frames they saw, to TensorBoard."""
+"""Write a few sampled GRPO completions, with the frames (or images) they saw, to TensorBoard."""
 
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ class RolloutSampleLogger(L.Callback):
                 self._warned = True
             return
         writer = logger.experiment
-        vp = pl_module.processor.video_processor
         group = view.rewards.shape[1]
         for q, record in enumerate(view.records[: self.max_questions]):
             rewards = view.rewards[q]
@@ -55,7 +54,17 @@ class RolloutSampleLogger(L.Callback):
                 f"worst (reward {rewards[worst]:.2f}):\n\n    {view.texts[q * group + worst]}",
             ]
             writer.add_text(f"rollouts/question_{q}", "\n\n".join(lines), global_step=step)
-            frames = frames_from_patches(view.pixel_values[q].cpu(), view.grid_thw[q].cpu(), vp.patch_size, vp.merge_size,
-                                         vp.temporal_patch_size, list(vp.image_mean), list(vp.image_std))
-            writer.add_image(f"rollouts/frames_{q}", thumbnail_grid(frames, self.max_frames), global_step=step)
+            if record.modality == "text":
+                continue
+            # the processor that made the patches: an image's holds it twice over its temporal patch
+            vp = pl_module.processor.video_processor if record.modality == "video" else pl_module.processor.image_processor
+            grids = view.grid_thw[q].cpu()
+            items = view.pixel_values[q].cpu().split(grids.prod(-1).tolist())
+            for j, (pixels, grid) in enumerate(zip(items, grids)):
+                frames = frames_from_patches(pixels, grid, vp.patch_size, vp.merge_size, vp.temporal_patch_size,
+                                             list(vp.image_mean), list(vp.image_std))
+                if record.modality == "video":
+                    writer.add_image(f"rollouts/frames_{q}", thumbnail_grid(frames, self.max_frames), global_step=step)
+                else:
+                    writer.add_image(f"rollouts/image_{q}_{j}", frames[0], global_step=step, dataformats="HWC")
         self.logged_steps.append(step)

@@ -29,14 +29,14 @@ def main() -> None:
     dataset = VideoQADataset(records, FrameSampling(num_frames=frames, max_pixels=(2 * multiple) ** 2,
                                                     size_multiple=multiple))
     batch = VideoQACollator(model.processor, mode="sft")([dataset[0]])
-    temporal = int(batch.video_grid_thw[0, 0])  # temporal patches (2 frames each)
+    temporal = int(batch.grid_thw[0, 0])  # temporal patches (2 frames each)
     share = -(-temporal // size)
     mine = [i for i in range(rank * share, (rank + 1) * share)]
     with torch.no_grad():
-        plain_video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
-        sp_video = sp_encode_video(model, batch.pixel_values_videos, batch.video_grid_thw, group)
+        plain_video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+        sp_video = sp_encode_video(model, batch.pixel_values, batch.grid_thw, group, batch.second_per_grid_ts)
         targets = batch.labels != -100
-        inputs = model.embed(batch.input_ids, batch.attention_mask, plain_video, batch.second_per_grid_ts)
+        inputs = model.embed(batch.input_ids, batch.attention_mask, plain_video)
         plain = model.score_targets(model.hidden_states(inputs), batch.input_ids, targets)
         hidden, shard = sp_hidden_states(model, inputs, group)
         parallel = sp_score_targets(model, hidden, shard, batch.input_ids, targets, group)

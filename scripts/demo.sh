@@ -33,7 +33,7 @@ DATA="data/demo$suffix" RUNS="runs/demo$suffix" TINY="checkpoints/demo-tiny$suff
 S_DATA=() S_FIT=() S_FILTER=() S_EVAL=() FRAMES="[8,16,32,64]" TOP=64
 if [[ "$smoke" == 1 ]]; then
   DATA="data/demo-smoke" RUNS="runs/demo-smoke" TINY="checkpoints/demo-tiny-smoke"
-  S_DATA=(--num_videos 30 --duration 16) S_FIT=(--trainer.max_steps 2 --trainer.val_check_interval 1 --trainer.limit_val_batches 1)
+  S_DATA=(--num_videos 30 --duration 16 --image_questions 6 --text_questions 6) S_FIT=(--trainer.max_steps 2 --trainer.val_check_interval 1 --trainer.limit_val_batches 1)
   S_FILTER=(--k 2 --max_new_tokens 8 --rl_labels "[easy,medium,hard]") S_EVAL=(--max_new_tokens 8 --num_frames 16) FRAMES="[8,16]" TOP=16
 fi
 

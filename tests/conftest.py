@@ -47,6 +47,20 @@ def synth_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mixed_dir(tmp_path_factory) -> Path:
+    """A small synthetic dataset mixing video, image (one or two) and text-only questions
+    (12 videos, 8 image and 4 text-only questions, split 60/20/20 with an RL share)."""
+    out = tmp_path_factory.mktemp("mixed")
+    generate_dataset(
+        SynthConfig(out_dir=str(out), num_videos=12, duration=24.0, fps=4.0, height=64, width=64, rl_fraction=0.25,
+                    val_fraction=0.1, test_fraction=0.2, image_questions=8, text_questions=4, stills_in_test=True,
+                    workers=0),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
 def loaded_models(tiny_checkpoints):
     """Loaded tiny models (float32, eval mode), shared by read-only tests."""
     from lightning_longrl.models.video_lm import VideoLanguageModel

@@ -1,7 +1,8 @@
 """Run by tests/test_sequence_parallel.py: SFT or GRPO through Lightning with MRSPStrategy or plain DDP.
 
 usage: python mrsp_fit_check.py STAGE CHECKPOINT DATA_DIR OUT_DIR DEVICES SP_SIZE [NUM_NODES]
-           [--shard] [--gradient-checkpointing] [--lora] [--momentum M] [--max-steps N] [--save-every DIR] [--resume CKPT]
+           [--shard] [--gradient-checkpointing] [--lora] [--momentum M] [--max-steps N] [--batch-size B]
+           [--save-every DIR] [--resume CKPT]
 STAGE is sft (vision tower trainable, gradients clipped by the Trainer) or grpo (G=4, a reward with spread on a random model).
 SP_SIZE 0 means plain DDP; --shard shards the weights (MRSPStrategy(shard_weights=True)); --lora trains
 LoRA adapters (rank 4) on the language model, the KL reference being the policy with adapters off; --save-every
@@ -34,11 +35,13 @@ from helpers import PARITY_REWARDS, SaveEveryBatch  # noqa: E402  (tests/ is thi
 class Record(L.Callback):
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
+        self.modalities: list[list[str]] = []
         self.losses: list[float] = []
         self.rewards: list[float] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches.append([r.id for r in batch.records])
+        self.modalities.append([r.modality for r in batch.records])
         if isinstance(outputs, dict) and "loss" in outputs:
             self.losses.append(float(outputs["loss"]))
         else:  # GRPO (manual optimisation) returns nothing; its metrics carry the step's numbers
@@ -59,6 +62,7 @@ def main() -> None:
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--max-steps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--save-every")
     parser.add_argument("--resume")
     args = parser.parse_args()
@@ -73,7 +77,7 @@ def main() -> None:
         module = GRPOModule(ModelConfig(path=checkpoint, gradient_checkpointing=args.gradient_checkpointing, lora=lora),
                             optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=args.momentum),
                             rewards=PARITY_REWARDS, sampling=SamplingConfig(num_samples=4, max_new_tokens=8))
-    data = LongVideoDataModule(train_file=f"{args.data_dir}/train.jsonl", num_frames=12, max_pixels=56 * 56, batch_size=1,
+    data = LongVideoDataModule(train_file=f"{args.data_dir}/train.jsonl", num_frames=12, max_pixels=56 * 56, batch_size=args.batch_size,
                                num_workers=0)
     strategy = MRSPStrategy(sp_size=sp, shard_weights=args.shard) if sp else "ddp"
     trainer = L.Trainer(accelerator="cpu", devices=args.devices, num_nodes=args.num_nodes, strategy=strategy,
@@ -91,7 +95,8 @@ def main() -> None:
     start = float(sum(p.detach().double().sum() for p in VideoLanguageModel.from_pretrained(checkpoint).parameters()))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(
-        {"rank": trainer.global_rank, "batches": record.batches, "losses": record.losses, "rewards": record.rewards,
+        {"rank": trainer.global_rank, "batches": record.batches, "modalities": record.modalities,
+         "losses": record.losses, "rewards": record.rewards,
          "checksum": checksum, "start_checksum": start, "held": held, "trainable": trainable,
          "vision": vision}))
 

@@ -50,15 +50,15 @@ def main() -> None:
         return grpo_loss(config, logprobs, old, advantages, targets).loss
 
     # plain: one process computes everything
-    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
-    inputs = model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+    video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+    inputs = model.embed(batch.input_ids, batch.attention_mask, video)
     scores = model.score_targets(model.hidden_states(inputs), batch.input_ids, targets, entropy=True)
     loss = loss_of(scores.logprobs)
     plain_grads = torch.autograd.grad(loss, params)
 
     # sequence parallel
-    sp_video = sp_encode_video(model, batch.pixel_values_videos, batch.video_grid_thw, group)
-    sp_inputs = model.embed(batch.input_ids, batch.attention_mask, sp_video, batch.second_per_grid_ts)
+    sp_video = sp_encode_video(model, batch.pixel_values, batch.grid_thw, group, batch.second_per_grid_ts)
+    sp_inputs = model.embed(batch.input_ids, batch.attention_mask, sp_video)
     hidden, shard = sp_hidden_states(model, sp_inputs, group)
     sp_scores = sp_score_targets(model, hidden, shard, batch.input_ids, targets, group, entropy=True)
     sp_loss = loss_of(sp_scores.logprobs)
@@ -77,8 +77,8 @@ def main() -> None:
     prompt_targets = torch.zeros_like(prompts.attention_mask, dtype=torch.bool)
     prompt_targets[:, -8:] = True
     with torch.no_grad():
-        p_video = model.encode_video(prompts.pixel_values_videos, prompts.video_grid_thw)
-        p_inputs = model.embed(prompts.input_ids, prompts.attention_mask, p_video, prompts.second_per_grid_ts)
+        p_video = model.encode_video(prompts.pixel_values, prompts.grid_thw, prompts.second_per_grid_ts)
+        p_inputs = model.embed(prompts.input_ids, prompts.attention_mask, p_video)
         p_plain = model.score_targets(model.hidden_states(p_inputs), prompts.input_ids, prompt_targets).logprobs
         p_hidden, p_shard = sp_hidden_states(model, p_inputs, group)
         p_sp = sp_score_targets(model, p_hidden, p_shard, prompts.input_ids, prompt_targets, group).logprobs

@@ -23,7 +23,7 @@ def test_sft_batch_expands_video_tokens_and_masks_prompt(arch, loaded_models, sy
     merge = model.spatial_merge_size
     for row in range(len(batch)):
         video_tokens = int((batch.input_ids[row] == model.hf.config.video_token_id).sum())
-        assert video_tokens == int(batch.video_grid_thw[row].prod()) // merge**2
+        assert video_tokens == int(batch.grid_thw[row].prod()) // merge**2
         target = batch.labels[row][batch.labels[row] != IGNORE_INDEX]
         expected = prompts.format_response(batch.records[row]) + "<|im_end|>"
         assert model.tokenizer.decode(target) == expected
@@ -31,7 +31,7 @@ def test_sft_batch_expands_video_tokens_and_masks_prompt(arch, loaded_models, sy
         n = int(batch.attention_mask[row].sum())
         assert batch.attention_mask[row, :n].all() and not batch.attention_mask[row, n:].any()
         assert torch.equal(batch.input_ids[row, n - len(target) : n], target)
-    assert batch.pixel_values_videos.shape[0] == int(batch.video_grid_thw.prod(-1).sum())
+    assert batch.pixel_values.shape[0] == int(batch.grid_thw.prod(-1).sum())
     # frames are 12 uniformly spread over 24 s: 2 s apart, so one temporal patch (2 frames) spans 4 s
     assert batch.second_per_grid_ts.tolist() == pytest.approx([4.0, 4.0])
     assert batch.num_frames == [12, 12]
@@ -96,10 +96,10 @@ def test_first_questions_of_a_batch_are_the_batch_of_those_questions(loaded_mode
     alone = collate([data[3], data[0]])
     cut = whole.first(2)
     assert len(cut) == 2 and whole.first(3) is whole
-    assert torch.equal(cut.pixel_values_videos, alone.pixel_values_videos)
-    assert torch.equal(cut.video_grid_thw, alone.video_grid_thw) and cut.video_keys == alone.video_keys
+    assert torch.equal(cut.pixel_values, alone.pixel_values)
+    assert torch.equal(cut.grid_thw, alone.grid_thw) and cut.media_keys == alone.media_keys
     assert [r.id for r in cut.records] == [r.id for r in alone.records]
     for row in range(2):
         real = cut.attention_mask[row].bool()
         assert torch.equal(cut.input_ids[row][real], alone.input_ids[row][alone.attention_mask[row].bool()])
-    assert len(whole.first(0)) == 0 and whole.first(0).pixel_values_videos.shape[0] == 0
+    assert len(whole.first(0)) == 0 and whole.first(0).pixel_values.shape[0] == 0

@@ -150,17 +150,20 @@ def test_curate_with_local_models_resumes_and_keeps_rejects(tmp_path, tiny_check
         curate(CurateConfig(**{**config.__dict__, "output_dir": str(tmp_path / "out2"), "prompts_dir": str(prompts)}))
 
 
-def test_filter_labels_splits_and_histogram(tmp_path, tiny_checkpoints, synth_dir):
+def test_filter_labels_splits_and_histogram(tmp_path, tiny_checkpoints, mixed_dir):
+    """Video, image and text-only questions: each is sampled k times and labelled; the splits'
+    media paths still work from their own folder."""
     from PIL import Image
 
     from lightning_longrl.curate.difficulty import FilterConfig, difficulty_filter, label_of
 
     data = tmp_path / "records.jsonl"
-    rows = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines()]
-    rows += [json.loads(line) for line in (synth_dir / "val.jsonl").read_text().splitlines()]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))  # video paths relative to synth_dir
+    rows = [json.loads(line) for line in (mixed_dir / "test.jsonl").read_text().splitlines()]
+    rows += [json.loads(line) for line in (mixed_dir / "val.jsonl").read_text().splitlines()]
+    assert {"video", "images"} <= {k for r in rows for k in r} and any("video" not in r and "images" not in r for r in rows)
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))  # media paths relative to mixed_dir
     config = FilterConfig(model=str(tiny_checkpoints["qwen2_5_vl"]), data=str(data), output_dir=str(tmp_path / "out"),
-                          video_root=str(synth_dir),
+                          video_root=str(mixed_dir),
                           k=4, num_frames=8, max_pixels=56 * 56, max_new_tokens=8, num_workers=0, think=False,
                           progress=False)
     summary = difficulty_filter(config)
@@ -175,7 +178,9 @@ def test_filter_labels_splits_and_histogram(tmp_path, tiny_checkpoints, synth_di
     assert not set(sft) & set(rl) and sorted(sft + rl) == sorted(r["id"] for r in rows), "splits: disjoint and complete"
     for split in ("sft", "rl"):
         for line in (out / f"{split}.jsonl").read_text().splitlines():
-            assert (out / json.loads(line)["video"]).is_file(), "a split's video paths must work from its own folder"
+            row = json.loads(line)
+            for media in ([row["video"]] if "video" in row else row.get("images", [])):
+                assert (out / media).is_file(), "a split's media paths must work from its own folder"
     assert set(rl) == {r["id"] for r in labels if r["label"] == "medium"}
     assert sum(summary["correct_histogram"].values()) == len(rows)
     with Image.open(out / "accuracy_histogram.png") as image:

@@ -235,9 +235,10 @@ def _train_cache_run(tmp_path, checkpoint, synth_dir, freeze_vision: bool, mode:
 def _fresh_embeddings_match_cache(module, data):
     batch = next(iter(data.train_dataloader()))
     with torch.no_grad():
-        fresh = module.model.encode_video(batch.pixel_values_videos, batch.video_grid_thw).split(module.model.spatial_merge_size)
+        fresh = module.model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+    fresh = fresh.split(module.model.spatial_merge_size, batch.visual_items)
     version = module.cache.version("policy")
-    cached = [module.cache._entries.get(("policy", key, version)) for key in batch.video_keys]
+    cached = [module.cache._entries.get(("policy", key, version)) for key in batch.media_keys]
     return all(c is not None and torch.allclose(c.embeds, f.embeds, atol=1e-6) for c, f in zip(cached, fresh))
 
 

@@ -24,8 +24,8 @@ def _batch(model: VideoLanguageModel, synth_dir):
 
 @torch.no_grad()
 def _logprobs(model: VideoLanguageModel, batch) -> torch.Tensor:
-    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
-    inputs = model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+    video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+    inputs = model.embed(batch.input_ids, batch.attention_mask, video)
     return model.score_targets(model.hidden_states(inputs), batch.input_ids, batch.labels != -100).logprobs
 
 

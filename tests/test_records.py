@@ -37,6 +37,36 @@ def test_long_rl_format(videos):
     assert record.answer == "C"
 
 
+@pytest.mark.parametrize("raw", [
+    {"image": "a.png", "question": "What is drawn?", "answer": "a cat"},
+    {"images": ["a.png"], "question": "What is drawn?", "answer": "a cat"},
+    {"images": [{"path": "a.png"}], "question": "What is drawn?", "answer": "a cat"},
+    {"images": ["a.png"], "problem": "<image>What is drawn?", "answer": "<answer>a cat</answer>"},  # Long-RL / EasyR1
+])
+def test_image_records(raw):
+    record = parse_record(raw)
+    assert record.images == ("a.png",) and record.video is None
+    assert record.modality == "image" and record.media == ("a.png",)
+    assert record.question == "What is drawn?" and record.answer == "a cat"
+
+
+def test_several_images_keep_their_order_and_placeholders_are_removed():
+    record = parse_record({"images": ["b.png", "a.png"], "problem": "Compare <image> with\n<image>\nWhich is larger?",
+                           "answer": "the first"})
+    assert record.images == ("b.png", "a.png")
+    assert "<image>" not in record.question and "Which is larger?" in record.question
+
+
+@pytest.mark.parametrize("raw", [
+    {"question": "What is 2 + 3?", "answer": "5"},
+    {"problem": "What is 2 + 3?", "answer": "5", "images": []},  # Long-RL writes empty lists
+    {"problem": "What is 2 + 3?", "answer": "5", "videos": [], "images": None},
+])
+def test_text_only_records(raw):
+    record = parse_record(raw)
+    assert record.modality == "text" and record.media == () and record.video is None
+
+
 def test_open_ended_answer_kept():
     record = parse_record({"video": "a.mp4", "question": "How many?", "answer": 3})
     assert record.answer == "3" and not record.is_multiple_choice
@@ -53,11 +83,18 @@ def test_embedded_options_need_a_full_lettered_run():
     [
         ("{not json", None, "invalid JSON"),
         ('["a list"]', None, "expected a JSON object"),
-        ('{"question": "q", "answer": "A"}', "video", "missing"),
+        ('{"video": "a.mp4", "images": ["b.png"], "question": "q", "answer": "A"}', "images", "not both"),
+        ('{"image": "a.png", "images": ["b.png"], "question": "q", "answer": "A"}', "images", "not both"),
+        ('{"image": ["a.png"], "question": "q", "answer": "A"}', "image", "use 'images'"),
+        ('{"images": ["a.png", ""], "question": "q", "answer": "A"}', "images", "item 1: expected a non-empty"),
+        ('{"images": [3], "question": "q", "answer": "A"}', "images", "item 0"),
+        ('{"images": ["a.png"], "problem": "<image><image>q", "answer": "A"}', "problem", "2 <image>/<video>"),
+        ('{"images": ["a.png"], "question": "q", "answer": "A", "start": 3}', "start", "only a video question"),
+        ('{"question": "q", "answer": "A", "subtitles": "hello"}', "subtitles", "only a video question"),
         ('{"video": "a.mp4", "answer": "A"}', "question", "missing"),
         ('{"video": "a.mp4", "question": "q"}', "answer", "missing"),
-        ('{"video": 3, "question": "q", "answer": "A"}', "video", "expected a string"),
-        ('{"videos": ["a", "b"], "question": "q", "answer": "A"}', "videos", "exactly one video"),
+        ('{"video": 3, "question": "q", "answer": "A"}', "video", "expected a non-empty file path"),
+        ('{"videos": ["a", "b"], "question": "q", "answer": "A"}', "videos", "at most one video"),
         ('{"video": "a.mp4", "question": "q", "answer": "E", "options": ["x", "y"]}', "answer", "neither an option"),
         ('{"video": "a.mp4", "question": "q", "answer": "A", "options": "x,y"}', "options", "list of non-empty"),
         ('{"video": "a.mp4", "question": "q", "answer": "A", "start": 5, "end": 2}', "end", "greater than start"),

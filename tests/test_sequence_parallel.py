@@ -109,6 +109,30 @@ def test_mrsp_strategy_matches_plain_ddp(tmp_path, tiny_checkpoints, synth_dir, 
     assert abs(ddp[0]["checksum"] - ddp[0]["start_checksum"]) > 1e-3, "training must move the weights"
 
 
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+def test_mixed_media_batches_train_sequence_parallel_like_plain_ddp(stage, tmp_path, tiny_checkpoints, mixed_dir):
+    """Videos, images and text-only questions: data-parallel ranks hold different media (one a
+    video, another an image or a text-only question, which runs no vision tower), and
+    MRSPStrategy(sp_size=2) on 4 processes trains exactly like plain DDP on 2 without hanging. SFT
+    trains the vision tower, so every rank must reduce its gradients, also a rank whose batch is
+    text-only (without the zero-gradient link of VideoLanguageModel.encode_video DDP waits forever)."""
+    checkpoint = tiny_checkpoints["qwen2_5_vl"]
+    options = ("--max-steps", "5")
+    ddp = mrsp_fit_run(tmp_path / "ddp", checkpoint, mixed_dir, 2, 0, stage, *options)
+    mrsp = mrsp_fit_run(tmp_path / "mrsp", checkpoint, mixed_dir, 4, 2, stage, *options)
+    for rank, row in enumerate(mrsp):
+        twin = ddp[rank // 2]
+        assert row["batches"] == twin["batches"]
+        assert row["rewards"] == twin["rewards"]
+        assert row["losses"] == pytest.approx(twin["losses"], abs=1e-5)
+        assert row["checksum"] == pytest.approx(twin["checksum"], rel=1e-6)
+    seen = {m for row in ddp for step in row["modalities"] for m in step}
+    assert seen == {"video", "image", "text"}, f"the run must mix every kind of question, saw {seen}"
+    text_beside_video = [{a[0], b[0]} == {"text", "video"} for a, b in zip(ddp[0]["modalities"], ddp[1]["modalities"])]
+    assert any(text_beside_video), "some step must give one rank a text-only question and the other a video"
+    assert abs(ddp[0]["checksum"] - ddp[0]["start_checksum"]) > 1e-3, "training must move the weights"
+
+
 def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_dir, ddp_runs):
     """num_nodes=2: two node processes (NODE_RANK 0 and 1, as SLURM or torchrun would start them on
     two machines), each launching 2 local ranks, train with sequence-parallel pairs exactly like

@@ -194,3 +194,39 @@ def test_tiny_model_rotary_settings_are_validated_and_saved(tmp_path):
     rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
     assert rope.get("mrope_section") == [8, 4, 4]
     assert (rope.get("rope_theta") or text.get("rope_theta")) == 1e4
+
+
+def test_image_and_text_questions_are_answered_by_their_media(tmp_path):
+    """The demo's mixed share: every image question is answered from its pictures alone, every
+    text-only one from its text; the two pictures of a pair differ; test stays video-only unless
+    asked; answer letters are balanced."""
+    from collections import Counter
+
+    from lightning_longrl.data.image import read_image
+
+    config = SynthConfig(out_dir=str(tmp_path / "a"), num_videos=10, duration=16.0, image_questions=40, text_questions=20,
+                         workers=0)
+    manifest = generate_dataset(config, progress=False)
+    records = [r for split in SPLITS for r in read_records(tmp_path / "a" / f"{split}.jsonl")]
+    stills = [r for r in records if r.video is None]
+    assert len(stills) == 60 and not [r for r in read_records(tmp_path / "a" / "test.jsonl") if r.video is None]
+    assert manifest["tasks"]["train"]["image_pair"] > 0
+    sampling = FrameSampling(num_frames=1, max_pixels=28 * 28)
+    for r in stills:
+        task = r.extra["task"]
+        if task == "text_scene_most":
+            listed = r.question.split(": ")[1].split(". ")[0].split(", ")
+            guess = Counter(listed).most_common(1)[0][0]
+        else:
+            seen = [_read(read_image(tmp_path / "a" / name, sampling)) for name in r.images]
+            if task == "image_ball":
+                guess = seen[0][2]
+            else:
+                assert len(seen) == 2 and seen[0][0] != seen[1][0], "the first picture must not give the answer away"
+                guess = seen[1][0]
+        assert "ABCD"[r.options.index(guess)] == r.answer, (r.id, guess)
+    letters = Counter(r.answer for r in stills)
+    assert set(letters) == set("ABCD") and max(letters.values()) <= 25
+    both = generate_dataset(SynthConfig(**{**config.__dict__, "out_dir": str(tmp_path / "b"), "stills_in_test": True}),
+                            progress=False)
+    assert [r for r in read_records(tmp_path / "b" / "test.jsonl") if r.video is None] and both["counts"] != manifest["counts"]

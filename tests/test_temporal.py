@@ -18,12 +18,12 @@ def test_permuted_cached_embeddings_equal_encoding_the_shuffled_frames(arch, loa
     temporal patch only, so moving patches moves their embeddings and changes nothing else."""
     model = loaded_models[arch]
     batch = make_batch(model, synth_dir, "prompt", indices=(0,), num_frames=16)
-    t, h, w = batch.video_grid_thw[0].tolist()
+    t, h, w = batch.grid_thw[0].tolist()
     assert t >= 4
-    cached = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
+    cached = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
     order = torch.tensor([2, 0, 3, 1] + list(range(4, t)))
-    patches = batch.pixel_values_videos.view(t, h * w, -1)[order].reshape(batch.pixel_values_videos.shape)
-    encoded = model.encode_video(patches, batch.video_grid_thw)
+    patches = batch.pixel_values.view(t, h * w, -1)[order].reshape(batch.pixel_values.shape)
+    encoded = model.encode_video(patches, batch.grid_thw)
     permuted = cached.permute_frames(order)
     assert (permuted.embeds - encoded.embeds).abs().max().item() <= 1e-6
     assert len(permuted.deepstack) == len(encoded.deepstack) == (1 if arch == "qwen3_vl" else 0)
@@ -37,7 +37,7 @@ def test_permuted_cached_embeddings_equal_encoding_the_shuffled_frames(arch, loa
 def test_shuffle_never_returns_the_original_order(loaded_models, synth_dir):
     model = loaded_models["qwen2_5_vl"]
     batch = make_batch(model, synth_dir, "prompt", indices=(0,), num_frames=4)  # 2 temporal patches: one other order
-    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
+    video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
     generator = torch.Generator().manual_seed(0)
     for _ in range(5):
         (shuffled,) = shuffle_frames([video], generator)

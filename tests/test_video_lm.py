@@ -22,8 +22,8 @@ def make_batch(model, synth_dir, mode, indices=(0, 1, 2), num_frames=12):
 
 
 def hf_kwargs(model, batch):
-    kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values_videos=batch.pixel_values_videos,
-                  video_grid_thw=batch.video_grid_thw, mm_token_type_ids=batch.mm_token_type_ids)
+    kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values_videos=batch.pixel_values,
+                  video_grid_thw=batch.grid_thw, mm_token_type_ids=batch.mm_token_type_ids)
     if model.model_type == "qwen2_5_vl":
         kwargs["second_per_grid_ts"] = batch.second_per_grid_ts
     return kwargs
@@ -41,8 +41,8 @@ def test_cached_embedding_logprobs_equal_plain_forward(arch, loaded_models, synt
     model = loaded_models[arch]
     batch = make_batch(model, synth_dir, "sft")
     mask = batch.labels != IGNORE_INDEX
-    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
-    inputs = model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+    video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+    inputs = model.embed(batch.input_ids, batch.attention_mask, video)
     ours = model.token_logprobs(inputs, batch.input_ids, mask)
     model.hf.model.rope_deltas = None
     logits = model.hf(**hf_kwargs(model, batch), position_ids=inputs.position_ids).logits
@@ -57,9 +57,9 @@ def test_cached_embedding_logprobs_equal_plain_forward(arch, loaded_models, synt
 def test_positions_agree_with_transformers_on_video_tokens(arch, loaded_models, synth_dir):
     model = loaded_models[arch]
     batch = make_batch(model, synth_dir, "sft")
-    ours = model.position_ids(batch.input_ids, batch.attention_mask, batch.video_grid_thw, batch.second_per_grid_ts)
+    ours = model.position_ids(batch.input_ids, batch.attention_mask, batch.grid_thw, batch.second_per_grid_ts)
     theirs, _ = model.hf.model.get_rope_index(
-        batch.input_ids, batch.mm_token_type_ids, video_grid_thw=batch.video_grid_thw,
+        batch.input_ids, batch.mm_token_type_ids, video_grid_thw=batch.grid_thw,
         second_per_grid_ts=batch.second_per_grid_ts if arch == "qwen2_5_vl" else None, attention_mask=batch.attention_mask,
     )
     video = batch.input_ids == model.hf.config.video_token_id
@@ -96,12 +96,12 @@ def test_frames_encode_independently_across_splits(arch, loaded_models, synth_di
     (what parallel encoding across sequence-parallel ranks relies on)."""
     model = loaded_models[arch]
     batch = make_batch(model, synth_dir, "prompt", indices=(0,), num_frames=16)
-    t, h, w = batch.video_grid_thw[0].tolist()
-    whole = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
+    t, h, w = batch.grid_thw[0].tolist()
+    whole = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
     cut = (t // 2) * h * w
     parts = [
-        model.encode_video(batch.pixel_values_videos[:cut], torch.tensor([[t // 2, h, w]])),
-        model.encode_video(batch.pixel_values_videos[cut:], torch.tensor([[t - t // 2, h, w]])),
+        model.encode_video(batch.pixel_values[:cut], torch.tensor([[t // 2, h, w]])),
+        model.encode_video(batch.pixel_values[cut:], torch.tensor([[t - t // 2, h, w]])),
     ]
     joined = VideoEmbeddings.cat(parts)
     assert (joined.embeds - whole.embeds).abs().max().item() <= TOL
@@ -116,12 +116,12 @@ def test_sampled_logprobs_equal_teacher_forced(arch, loaded_models, synth_dir):
     model = loaded_models[arch]
     batch = make_batch(model, synth_dir, "prompt", indices=(0, 3))
     assert not batch.attention_mask[:, -1].eq(0).any() and batch.attention_mask[:, 0].eq(0).any()  # left padded
-    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
-    inputs = model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+    video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+    inputs = model.embed(batch.input_ids, batch.attention_mask, video)
     sample = model.generate(inputs, max_new_tokens=20, temperature=0.8, generator=torch.Generator().manual_seed(0))
     ids = torch.cat([batch.input_ids, sample.tokens], 1)
     mask = torch.cat([batch.attention_mask, sample.mask.long()], 1)
-    full = model.embed(ids, mask, video, batch.second_per_grid_ts)
+    full = model.embed(ids, mask, video)
     # generate() reports log-probs under the temperature-scaled distribution it samples from,
     # which never includes the vision placeholder tokens
     logits = model.hf.lm_head(model.hidden_states(full)[:, :-1]).float() / 0.8
@@ -142,8 +142,8 @@ def test_greedy_generation_matches_teacher_forced_argmax(arch, loaded_models, sy
     greedy = model.generate(embed_batch(model, batch), max_new_tokens=16, greedy=True)
     ids = torch.cat([batch.input_ids, greedy.tokens], 1)
     mask = torch.cat([batch.attention_mask, greedy.mask.long()], 1)
-    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
-    hidden = model.hidden_states(model.embed(ids, mask, video, batch.second_per_grid_ts))
+    video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+    hidden = model.hidden_states(model.embed(ids, mask, video))
     prompt_len = batch.input_ids.shape[1]
     argmax = model.hf.lm_head(hidden[:, prompt_len - 1 : -1]).argmax(-1)
     assert torch.equal(argmax[greedy.mask], greedy.tokens[greedy.mask])
@@ -166,9 +166,9 @@ def test_greedy_generation_matches_hf_generate(arch, loaded_models, synth_dir):
 def test_embed_rejects_mismatched_video(loaded_models, synth_dir):
     model = loaded_models["qwen2_vl"]
     batch = make_batch(model, synth_dir, "prompt", indices=(0,))
-    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
+    video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
     short = VideoEmbeddings(video.embeds[:-1], video.grid_thw)
-    with pytest.raises(ValueError, match="video tokens"):
+    with pytest.raises(ValueError, match="vision tokens"):
         model.embed(batch.input_ids, batch.attention_mask, short)
 
 
@@ -196,8 +196,8 @@ def test_generation_in_training_mode_with_gradient_checkpointing(tiny_checkpoint
     cache unless generate() switches to eval mode, which it must also undo afterwards."""
     model = VideoLanguageModel.from_pretrained(tiny_checkpoints["qwen2_5_vl"]).eval()
     batch = make_batch(model, synth_dir, "prompt", indices=(0, 3))
-    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
-    inputs = model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+    video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+    inputs = model.embed(batch.input_ids, batch.attention_mask, video)
     reference = model.generate(inputs, max_new_tokens=16, greedy=True)
     model.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()

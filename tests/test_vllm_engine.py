@@ -37,14 +37,16 @@ def test_vllm_is_installed():
 
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
-def test_vllm_engine_agrees_with_the_trainer(arch, tiny_checkpoints, synth_dir):
-    """Cached embeddings in, the trainer's numbers out: same prompt, same greedy tokens, sampling
-    log-probs equal to the trainer's; a training step breaks the agreement until the weights sync."""
-    r = _run("vllm_engine_check.py", tiny_checkpoints[arch], synth_dir)
-    assert r["prompt_tokens"] == r["our_prompt_tokens"], "vLLM expanded the video placeholder differently"
-    assert r["prompt_ids_equal"], "vLLM rebuilt the prompt (Qwen3-VL: its timestamp text) with other tokens"
+def test_vllm_engine_agrees_with_the_trainer(arch, tiny_checkpoints, mixed_dir):
+    """Cached embeddings of a video, one image, two images and a text-only question in, the
+    trainer's numbers out: same prompt, same greedy tokens, sampling log-probs equal to the
+    trainer's; a training step breaks the agreement until the weights sync."""
+    r = _run("vllm_engine_check.py", tiny_checkpoints[arch], mixed_dir)
+    assert r["kinds"] == ["video", "image1", "image2", "text"]
+    assert r["prompt_tokens"] == r["our_prompt_tokens"], "vLLM expanded the vision placeholders differently"
+    assert all(r["prompt_ids_equal"]), "vLLM rebuilt a prompt (Qwen3-VL: its timestamp text) with other tokens"
     assert r["greedy_vllm"] == r["greedy_ours"]
-    assert r["rows"] == 12 and r["generated_tokens"] > 0 and r["banned_sampled"] == 0
+    assert r["rows"] == 16 and r["generated_tokens"] > 0 and r["banned_sampled"] == 0
     assert r["gap_before"] <= 1e-5
     assert r["gap_without_sync"] > 1e-2, "the step did not change what the trainer computes; the check is void"
     assert r["gap_after_sync"] <= 1e-5
@@ -74,9 +76,13 @@ def test_grpo_with_vllm_learns_like_the_policy_engine(tmp_path, tiny_checkpoints
     assert never[-1]["rollout/logprob_diff_max"] > 1e-2
 
 
-def test_grpo_with_vllm_resumes_exactly(tmp_path, tiny_checkpoints, synth_dir):
-    r = _run("vllm_grpo_check.py", "resume", tiny_checkpoints["qwen2_5_vl"], synth_dir, tmp_path)
+def test_grpo_with_vllm_resumes_exactly(tmp_path, tiny_checkpoints, mixed_dir):
+    """GRPO with the vLLM engine on batches mixing videos, images and text-only questions, and
+    the same run resumed from its checkpoint after step 2: the same steps, number for number."""
+    r = _run("vllm_grpo_check.py", "resume", tiny_checkpoints["qwen2_5_vl"], mixed_dir, tmp_path)
     full, resumed = r["full"], r["resumed"]
+    seen = {i.split("-")[2] if i.count("-") == 3 else "video" for batch in full["batches"] for i in batch}
+    assert seen == {"video", "img", "txt"}, f"the run must mix every kind of question, saw {seen}"
     assert resumed["batches"] == full["batches"][2:]
     for a, b in zip(full["steps"][2:], resumed["steps"]):
         keys = sorted(k for k in a if not k.startswith("time/"))

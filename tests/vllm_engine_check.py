@@ -1,12 +1,13 @@
 """Run by tests/test_vllm_engine.py in its own process (vLLM's CPU backend pins the process's threads).
 
-With one tiny checkpoint and the same cached video embeddings, measures:
-- greedy tokens of vLLM and of the package's own generation;
+With one tiny checkpoint and the same cached embeddings of a mixed batch (a video, one image, two
+images and a text-only question), measures:
+- greedy tokens of vLLM and of the package's own generation, and vLLM's prompt ids, per question;
 - the largest gap between the vLLM engine's sampling log-probs and the trainer's log-probs of the
   same tokens, before a training step, after it without a weight sync, and after the sync;
 - the same seed giving the same samples.
 Prints one JSON line.
-usage: python vllm_engine_check.py CHECKPOINT SYNTH_DIR
+usage: python vllm_engine_check.py CHECKPOINT MIXED_DIR
 """
 
 import json
@@ -29,12 +30,16 @@ model = VideoLanguageModel.from_pretrained(checkpoint).eval()
 multiple = model.frame_size_multiple
 dataset = VideoQADataset(f"{synth_dir}/train.jsonl", FrameSampling(num_frames=16, max_pixels=(2 * multiple) ** 2,
                                                                     size_multiple=multiple))
-batch = VideoQACollator(model.processor, mode="prompt")([dataset[0], dataset[1], dataset[2]])
+first_of = {}
+for i, record in enumerate(dataset.records):
+    first_of.setdefault(f"{record.modality}{len(record.images) or ''}", i)
+kinds = ["video", "image1", "image2", "text"]
+batch = VideoQACollator(model.processor, mode="prompt")([dataset[first_of[k]] for k in kinds])
 with torch.no_grad():
-    video = model.encode_video(batch.pixel_values_videos, batch.video_grid_thw)
-videos = video.split(model.spatial_merge_size)
+    video = model.encode_video(batch.pixel_values, batch.grid_thw, batch.second_per_grid_ts)
+videos = video.split(model.spatial_merge_size, batch.visual_items)
 G = 4
-request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts, G)
+request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, G)
 sampling = SamplingConfig(num_samples=G, max_new_tokens=20, temperature=1.0)
 
 engine = VLLMRolloutEngine(model)
@@ -44,7 +49,7 @@ engine.weights_provider = lambda: full_weights(model.hf)
 def trainer_gap(generation) -> float:
     """Largest |engine log-prob - trainer log-prob| over the generated tokens."""
     with torch.no_grad():
-        prompts = model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+        prompts = model.embed(batch.input_ids, batch.attention_mask, video)
         rows = torch.arange(len(batch)).repeat_interleave(G)
         scores = model.score_responses(prompts, rows, generation.tokens, generation.mask, sampling.temperature,
                                        exclude_vision_tokens=True)
@@ -69,22 +74,26 @@ result = {
 # greedy: vLLM from the cached embeddings vs the package's own generate on the same video
 from vllm import SamplingParams  # noqa: E402
 
-with torch.no_grad():
-    inputs = model.embed(batch.input_ids[:1], batch.attention_mask[:1], videos[0], batch.second_per_grid_ts[:1])
-    ours = model.generate(inputs, max_new_tokens=24, greedy=True)
 greedy = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, stop_token_ids=[model.eos_token_id],
                         logit_bias=engine._ban, detokenize=False)
-out = engine.llm.generate([engine._prompt(request, 0)], greedy, use_tqdm=False)[0]
-result["greedy_ours"] = ours.tokens[0][ours.mask[0]].tolist()
-result["greedy_vllm"] = list(out.outputs[0].token_ids)
-result["prompt_tokens"] = len(out.prompt_token_ids)
-result["our_prompt_tokens"] = int(batch.attention_mask[0].sum())
-result["prompt_ids_equal"] = list(out.prompt_token_ids) == batch.input_ids[0][batch.attention_mask[0].bool()].tolist()
+result["kinds"] = kinds
+for key in ("greedy_ours", "greedy_vllm", "prompt_tokens", "our_prompt_tokens", "prompt_ids_equal"):
+    result[key] = []
+for i in range(len(batch)):
+    with torch.no_grad():
+        inputs = model.embed(batch.input_ids[i : i + 1], batch.attention_mask[i : i + 1], videos[i])
+        ours = model.generate(inputs, max_new_tokens=24, greedy=True)
+    out = engine.llm.generate([engine._prompt(request, i)], greedy, use_tqdm=False)[0]
+    result["greedy_ours"].append(ours.tokens[0][ours.mask[0]].tolist())
+    result["greedy_vllm"].append(list(out.outputs[0].token_ids))
+    result["prompt_tokens"].append(len(out.prompt_token_ids))
+    result["our_prompt_tokens"].append(int(batch.attention_mask[i].sum()))
+    result["prompt_ids_equal"].append(list(out.prompt_token_ids) == batch.input_ids[i][batch.attention_mask[i].bool()].tolist())
 
 # one training step moves the weights: raise the log-probability of the first rollout's tokens
 model.train()
 optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-prompts = model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+prompts = model.embed(batch.input_ids, batch.attention_mask, video)
 rows = torch.arange(len(batch)).repeat_interleave(G)
 scores = model.score_responses(prompts, rows, first.tokens, first.mask, exclude_vision_tokens=True)
 (-(scores.logprobs * first.mask).sum() / first.mask.sum()).backward()

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from lightning_longrl.data.dataset import portable_video_path, resolve_video_path
+from lightning_longrl.data.dataset import portable_video_path, resolve_media_path
 from lightning_longrl.data.jsonl_store import JSONLStore
-from lightning_longrl.data.records import read_records
+from lightning_longrl.data.records import VideoQARecord, read_records
 from lightning_longrl.data.video import FrameSampling
 from lightning_longrl.eval.plot import bar_chart
 from lightning_longrl.inference.answers import prediction_row
@@ -104,10 +104,7 @@ def difficulty_filter(config: FilterConfig) -> dict:
         row = labels[record.id]
         if row.get("unreadable"):
             continue
-        # rows are copied as they are, except the video path, which must still point at the video
-        relocated = {**raw, "video": portable_video_path(resolve_video_path(record, video_root), out)}
-        relocated.pop("videos", None)
-        splits["rl" if row["label"] in config.rl_labels else "sft"].append(relocated)
+        splits["rl" if row["label"] in config.rl_labels else "sft"].append(_relocated(raw, record, video_root, out))
     for name, rows in splits.items():
         tmp = out / f"{name}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -153,3 +150,13 @@ def _label(config: FilterConfig, pending, store: JSONLStore, done: int, total: i
                 bar.update(len(batch) + len(batch.skipped))
     finally:
         engine.close()
+
+
+def _relocated(raw: dict, record: VideoQARecord, video_root: Path, out: Path) -> dict:
+    """A row copied as it is, except its media paths, which must still point at the files from ``out``."""
+    row = {k: v for k, v in raw.items() if k not in ("video", "videos", "image", "images")}
+    if record.video is not None:
+        row["video"] = portable_video_path(resolve_media_path(record.video, video_root), out)
+    elif record.images:
+        row["images"] = [portable_video_path(resolve_media_path(i, video_root), out) for i in record.images]
+    return row

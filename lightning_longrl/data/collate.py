@@ -1,8 +1,12 @@
 """Turn decoded samples into model batches with the model's own processor and chat template.
 
-The processor expands each ``<|video_pad|>`` placeholder to the exact number of video tokens (and,
-for Qwen3-VL, writes each temporal patch's timestamp into the text); M-RoPE timing is taken from
-the frames' real timestamps, not from a nominal frame rate.
+The processor expands each ``<|video_pad|>`` / ``<|image_pad|>`` placeholder to the exact number of
+vision tokens (and, for Qwen3-VL, writes each temporal patch's timestamp into the text); M-RoPE
+timing is taken from the frames' real timestamps, not from a nominal frame rate.
+
+A batch may mix video, image and text-only questions. Their *visual items* (a video, or an image,
+which the vision tower sees as a video of one temporal patch) are listed in prompt order: row 0's
+items first, then row 1's, and so on; a text-only row has none.
 """
 
 from __future__ import annotations
@@ -25,21 +29,23 @@ IGNORE_INDEX = -100
 
 @dataclass
 class VideoBatch:
-    """A batch of B questions with their videos, ready for :class:`VideoLanguageModel`."""
+    """A batch of B questions with their media, ready for :class:`VideoLanguageModel`; V visual
+    items (videos and images) in prompt order."""
 
     input_ids: Tensor  # [B, L]
     attention_mask: Tensor  # [B, L]
-    mm_token_type_ids: Tensor  # [B, L] 0 text, 2 video
-    pixel_values_videos: Tensor  # [P, C*T*p*p] flattened patches of all videos
-    video_grid_thw: Tensor  # [B, 3]
-    second_per_grid_ts: Tensor  # [B] seconds spanned by one temporal patch (from real timestamps)
+    mm_token_type_ids: Tensor  # [B, L] 0 text, 1 image, 2 video
+    pixel_values: Tensor  # [P, C*T*p*p] flattened patches of all visual items
+    grid_thw: Tensor  # [V, 3] patch grid of each visual item (an image has t = 1)
+    second_per_grid_ts: Tensor  # [V] seconds spanned by one temporal patch (from real timestamps; 0 for images)
     labels: Tensor | None  # [B, L] target ids with IGNORE_INDEX outside the response (SFT), else None
     records: list[VideoQARecord]
-    timestamps: list[Tensor]  # B x [F] seconds of the sampled frames
-    video_keys: list[str] = field(default_factory=list)  # B keys naming each video's sampled frames (cache key)
-    decode_seconds: float = 0.0  # summed wall time the workers spent decoding these videos
+    timestamps: list[Tensor]  # B x [F] seconds of the sampled frames ([0] without a video)
+    visual_items: list[int] = field(default_factory=list)  # B: visual items of each question (0 for text-only)
+    media_keys: list[str] = field(default_factory=list)  # B keys naming each question's pixels (cache key)
+    decode_seconds: float = 0.0  # summed wall time the workers spent reading these media
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (record id, reason) dropped from this batch
-    skipped_total: int = 0  # running count of skipped videos, set by the data module
+    skipped_total: int = 0  # running count of skipped samples, set by the data module
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -48,24 +54,37 @@ class VideoBatch:
     def num_frames(self) -> list[int]:
         return [len(t) for t in self.timestamps]
 
+    def item_grids(self) -> list[Tensor]:
+        """B grids ``[k_i, 3]``: the visual items of each question."""
+        return list(self.grid_thw.split(self.visual_items))
+
+    def item_pixels(self) -> list[Tensor]:
+        """B patch tensors ``[P_i, D]``: the patches of each question's visual items."""
+        return list(self.pixel_values.split([int(g.prod(-1).sum()) for g in self.item_grids()]))
+
+    def item_seconds(self) -> list[Tensor]:
+        """B tensors ``[k_i]``: seconds per temporal patch of each question's visual items."""
+        return list(self.second_per_grid_ts.split(self.visual_items))
+
     def first(self, n: int) -> VideoBatch:
-        """The batch's first ``n`` questions (their videos' patches included); ``self`` if it has no more."""
+        """The batch's first ``n`` questions (their patches included); ``self`` if it has no more."""
         if n >= len(self):
             return self
-        patches = int(self.video_grid_thw[:n].prod(-1).sum())
+        items = sum(self.visual_items[:n])
+        patches = int(self.grid_thw[:items].prod(-1).sum())
         labels = self.labels[:n] if self.labels is not None else None
         return replace(self, input_ids=self.input_ids[:n], attention_mask=self.attention_mask[:n],
-                       mm_token_type_ids=self.mm_token_type_ids[:n], pixel_values_videos=self.pixel_values_videos[:patches],
-                       video_grid_thw=self.video_grid_thw[:n], second_per_grid_ts=self.second_per_grid_ts[:n],
+                       mm_token_type_ids=self.mm_token_type_ids[:n], pixel_values=self.pixel_values[:patches],
+                       grid_thw=self.grid_thw[:items], second_per_grid_ts=self.second_per_grid_ts[:items],
                        labels=labels, records=self.records[:n], timestamps=self.timestamps[:n],
-                       video_keys=self.video_keys[:n])
+                       visual_items=self.visual_items[:n], media_keys=self.media_keys[:n])
 
     def to(self, device: torch.device | str) -> VideoBatch:
         """Move every tensor (Lightning calls this through ``transfer_batch_to_device``)."""
         moved = {
             name: getattr(self, name).to(device)
-            for name in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos",
-                         "video_grid_thw", "second_per_grid_ts")
+            for name in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "grid_thw",
+                         "second_per_grid_ts")
         }
         labels = self.labels.to(device) if self.labels is not None else None
         return replace(self, labels=labels, **moved)
@@ -89,14 +108,20 @@ def timing_metadata(timestamps: np.ndarray, height: int, width: int):
     )
 
 
-def video_key(record: VideoQARecord, timestamps: np.ndarray, grid_thw: Tensor) -> str:
-    """Names exactly which pixels a video contributes: file, clip bounds, the sampled frames'
-    timestamps (ms) and the patch grid they were resized to. Questions on the same video with the
+def media_key(record: VideoQARecord, timestamps: np.ndarray | None, grid_thw: Tensor) -> str:
+    """Names exactly which pixels a question contributes: its video's file, clip bounds, the
+    sampled frames' timestamps (ms) and the patch grid they were resized to; or its image files
+    and their grids; ``"text:"`` when it has none. Questions on the same video (or images) with the
     same sampling share a key, and so share cached embeddings."""
     digest = hashlib.sha1()
-    digest.update(np.round(np.asarray(timestamps, dtype=np.float64) * 1000.0).astype(np.int64).tobytes())
+    if timestamps is not None:
+        digest.update(np.round(np.asarray(timestamps, dtype=np.float64) * 1000.0).astype(np.int64).tobytes())
     digest.update(np.asarray(grid_thw.tolist(), dtype=np.int64).tobytes())
-    return f"{record.video}[{record.start}:{record.end}]#{digest.hexdigest()[:20]}"
+    if record.video is not None:
+        return f"{record.video}[{record.start}:{record.end}]#{digest.hexdigest()[:20]}"
+    if record.images:
+        return f"images:{'|'.join(record.images)}#{digest.hexdigest()[:20]}"
+    return "text:"
 
 
 def frame_interval(timestamps: np.ndarray) -> float:
@@ -134,6 +159,8 @@ class VideoQACollator:
         self.include_subtitles = include_subtitles
         self.max_length = max_length
         self.temporal_patch_size = processor.video_processor.temporal_patch_size
+        vp = processor.video_processor
+        self.patch_dim = 3 * vp.temporal_patch_size * vp.patch_size**2  # width of one patch row
         tokenizer = processor.tokenizer
         if tokenizer.pad_token_id is None:
             raise ValueError("the model's tokenizer has no pad token; set one (Qwen uses <|endoftext|>)")
@@ -145,16 +172,26 @@ class VideoQACollator:
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _encode(self, sample: VideoSample) -> dict:
-        frames = sample.frames
-        if problem := timing_problem(sample.timestamps, len(frames)):
-            # the readers check this (data/video.py: checked_clip); a sample built elsewhere must too,
-            # or M-RoPE positions become meaningless without any error
-            raise ValueError(f"video {sample.record.video} (record {sample.record.id}): {problem} "
-                             f"({np.asarray(sample.timestamps)[:8]}); timestamps must be finite, never decreasing, one per frame")
-        meta = timing_metadata(sample.timestamps, frames.shape[1], frames.shape[2])
+        media: dict = {}
+        grid_key, pixel_key = None, None
+        if sample.frames is not None:
+            frames = sample.frames
+            if problem := timing_problem(sample.timestamps, len(frames)):
+                # the readers check this (data/video.py: checked_clip); a sample built elsewhere must too,
+                # or M-RoPE positions become meaningless without any error
+                raise ValueError(f"video {sample.record.video} (record {sample.record.id}): {problem} "
+                                 f"({np.asarray(sample.timestamps)[:8]}); timestamps must be finite, never decreasing, one per frame")
+            media = {"videos": [frames], "video_metadata": [timing_metadata(sample.timestamps, frames.shape[1], frames.shape[2])]}
+            grid_key, pixel_key = "video_grid_thw", "pixel_values_videos"
+        elif sample.images:
+            media = {"images": list(sample.images)}
+            grid_key, pixel_key = "image_grid_thw", "pixel_values"
+        if len(sample.images) != len(sample.record.images):
+            raise ValueError(f"record {sample.record.id}: {len(sample.record.images)} image path(s) but "
+                             f"{len(sample.images)} decoded image(s)")
         out = self.processor(
-            text=[self.prompt_text(sample.record)], videos=[frames], video_metadata=[meta], return_tensors="pt",
-            do_resize=False, do_sample_frames=False, cap_pixels_per_frame=False,
+            text=[self.prompt_text(sample.record)], return_tensors="pt",
+            do_resize=False, do_sample_frames=False, cap_pixels_per_frame=False, **media,
         )
         ids = out["input_ids"][0]
         types = out["mm_token_type_ids"][0]
@@ -165,11 +202,12 @@ class VideoQACollator:
             labels = torch.cat([torch.full_like(ids, IGNORE_INDEX), response])
             ids = torch.cat([ids, response])
             types = torch.cat([types, torch.zeros_like(response, dtype=types.dtype)])
-        return {
-            "ids": ids, "types": types, "labels": labels,
-            "pixels": out["pixel_values_videos"], "grid": out["video_grid_thw"][0],
-            "spg": self.temporal_patch_size * frame_interval(sample.timestamps),
-        }
+        if grid_key is None:
+            grid, pixels = torch.zeros((0, 3), dtype=torch.long), None
+        else:
+            grid, pixels = out[grid_key], out[pixel_key]
+        spg = self.temporal_patch_size * frame_interval(sample.timestamps) if sample.frames is not None else 0.0
+        return {"ids": ids, "types": types, "labels": labels, "pixels": pixels, "grid": grid, "spg": [spg] * len(grid)}
 
     def __call__(self, items: list[VideoSample | SkippedSample]) -> VideoBatch:
         skipped = [(s.record.id, s.reason) for s in items if isinstance(s, SkippedSample)]
@@ -201,18 +239,20 @@ class VideoQACollator:
             types[row, span] = enc["types"]
             if labels is not None:
                 labels[row, span] = enc["labels"]
-        empty_pixels = torch.zeros((0, 1))
+        pixels = [e["pixels"] for e in encoded if e["pixels"] is not None]
         return VideoBatch(
             input_ids=input_ids,
             attention_mask=attention,
             mm_token_type_ids=types,
-            pixel_values_videos=torch.cat([e["pixels"] for e in encoded]) if encoded else empty_pixels,
-            video_grid_thw=torch.stack([e["grid"] for e in encoded]) if encoded else torch.zeros((0, 3), dtype=torch.long),
-            second_per_grid_ts=torch.tensor([e["spg"] for e in encoded], dtype=torch.float32),
+            pixel_values=torch.cat(pixels) if pixels else torch.zeros((0, self.patch_dim)),
+            grid_thw=torch.cat([e["grid"] for e in encoded]) if encoded else torch.zeros((0, 3), dtype=torch.long),
+            second_per_grid_ts=torch.tensor([t for e in encoded for t in e["spg"]], dtype=torch.float32),
             labels=labels,
             records=[s.record for s in samples],
-            timestamps=[torch.from_numpy(np.asarray(s.timestamps, dtype=np.float64)) for s in samples],
-            video_keys=[video_key(s.record, s.timestamps, e["grid"]) for s, e in zip(samples, encoded)],
+            timestamps=[torch.from_numpy(np.asarray(s.timestamps if s.frames is not None else [], dtype=np.float64))
+                        for s in samples],
+            visual_items=[len(e["grid"]) for e in encoded],
+            media_keys=[media_key(s.record, s.timestamps, e["grid"]) for s, e in zip(samples, encoded)],
             decode_seconds=sum(s.decode_seconds for s in samples),
             skipped=skipped,
         )

@@ -1,4 +1,5 @@
-"""A map-style dataset that decodes sampled frames of each record's video (in DataLoader workers)."""
+"""A map-style dataset that decodes each record's media in DataLoader workers: the sampled frames
+of its video, its images, or nothing for a text-only question."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from lightning_longrl.data.image import ImageDecodeError, read_image
 from lightning_longrl.data.records import VideoQARecord, read_records
 from lightning_longrl.data.video import FrameSampling, VideoClip, VideoDecodeError, read_video
 
@@ -20,12 +22,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VideoSample:
-    """A record with the frames sampled from its video."""
+    """A record with its decoded media: the frames sampled from its video, its images, or none."""
 
     record: VideoQARecord
-    frames: np.ndarray  # [F, H, W, 3] uint8
-    timestamps: np.ndarray  # [F] seconds
-    decode_seconds: float = 0.0  # wall time spent reading the frames
+    frames: np.ndarray | None  # [F, H, W, 3] uint8; None without a video
+    timestamps: np.ndarray | None  # [F] seconds; None without a video
+    decode_seconds: float = 0.0  # wall time spent reading the media
+    images: tuple[np.ndarray, ...] = ()  # [H_i, W_i, 3] uint8 each, in the record's order
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,18 @@ def portable_video_path(video: str | Path, records_dir: str | Path) -> str:
     return relative if not relative.startswith(os.pardir + os.sep + os.pardir) else str(video)
 
 
-def resolve_video_path(record: VideoQARecord, video_root: str | Path | None) -> Path:
-    path = Path(record.video).expanduser()
+def resolve_media_path(name: str, video_root: str | Path | None) -> Path:
+    """A record's ``video`` or image path, relative ones taken from ``video_root``."""
+    path = Path(name).expanduser()
     if not path.is_absolute() and video_root is not None:
         path = Path(video_root).expanduser() / path
     return path
+
+
+def resolve_video_path(record: VideoQARecord, video_root: str | Path | None) -> Path:
+    if record.video is None:
+        raise ValueError(f"record {record.id!r} has no video")
+    return resolve_media_path(record.video, video_root)
 
 
 class FrameCache:
@@ -159,6 +169,8 @@ class VideoQADataset(Dataset):
 
     def __getitem__(self, index: int) -> VideoSample | SkippedSample:
         record = self.records[index]
+        if record.video is None:
+            return self._still(record)
         path = resolve_video_path(record, self.video_root)
         if not path.is_file():
             return SkippedSample(record, f"video file not found: {path}")
@@ -174,3 +186,14 @@ class VideoQADataset(Dataset):
             if self.frame_cache is not None:
                 self.frame_cache.put(key, clip)
         return VideoSample(record, clip.frames, clip.timestamps, time.perf_counter() - began)
+
+    def _still(self, record: VideoQARecord) -> VideoSample | SkippedSample:
+        """An image or text-only question: its images read at the frame budget (none for text)."""
+        began = time.perf_counter()
+        images = []
+        for name in record.images:
+            try:
+                images.append(read_image(resolve_media_path(name, self.video_root), self.sampling))
+            except ImageDecodeError as err:
+                return SkippedSample(record, str(err))
+        return VideoSample(record, None, None, time.perf_counter() - began, tuple(images))

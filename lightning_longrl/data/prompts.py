@@ -1,4 +1,5 @@
-"""The text around a video question: chat messages for the prompt and the SFT target.
+"""The text around a question (on a video, on images, or text-only): chat messages for the prompt
+and the SFT target.
 
 One place decides what the model is asked and how a reasoning answer looks, so SFT targets,
 GRPO rollouts and evaluation all use the same words.
@@ -21,6 +22,7 @@ THINK_INSTRUCTION = (
     "Think about the question by checking the video, then give the answer. Write the reasoning "
     "inside <think> </think> and the final answer inside <answer> </answer>."
 )
+_CHECKING = {"video": "by checking the video", "image": "by checking the image", "text": "step by step"}
 DIRECT_INSTRUCTION = "Give only the final answer inside <answer> </answer>."
 LETTER_INSTRUCTION = " For a multiple-choice question, the answer is the option's letter."
 
@@ -47,7 +49,7 @@ def format_question(record: VideoQARecord, think: bool = True, include_subtitles
     parts.append("Question: " + record.question)
     if record.options:
         parts.append("Options:\n" + "\n".join(f"{OPTION_LETTERS[i]}. {o}" for i, o in enumerate(record.options)))
-    instruction = THINK_INSTRUCTION if think else DIRECT_INSTRUCTION
+    instruction = THINK_INSTRUCTION.replace(_CHECKING["video"], _CHECKING[record.modality]) if think else DIRECT_INSTRUCTION
     if record.options:
         instruction += LETTER_INSTRUCTION
     parts.append(instruction)
@@ -68,16 +70,12 @@ def format_response(record: VideoQARecord, think: bool = True) -> str:
 
 
 def build_messages(record: VideoQARecord, think: bool = True, include_subtitles: bool = True) -> list[dict[str, Any]]:
-    """Chat messages for the prompt (system + user with one video), for ``processor.apply_chat_template``."""
+    """Chat messages for the prompt (system + user with the record's video or images, then the
+    question), for ``processor.apply_chat_template``."""
+    media = [{"type": "video"}] if record.video is not None else [{"type": "image"} for _ in record.images]
     return [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        {
-            "role": "user",
-            "content": [
-                {"type": "video"},
-                {"type": "text", "text": format_question(record, think, include_subtitles)},
-            ],
-        },
+        {"role": "user", "content": [*media, {"type": "text", "text": format_question(record, think, include_subtitles)}]},
     ]
 
 

@@ -2,10 +2,15 @@
 
 Two on-disk shapes are accepted (see ``docs/data_format.md``):
 
-* the project's own: ``id``, ``video``, ``question``, ``options``, ``answer``, ``reasoning``,
-  ``category``, ``start``, ``end``, ``subtitles``;
-* Long-RL's released records as they are: ``problem`` for the question, ``videos`` as a string or
-  a one-element list, and an ``answer`` that may be wrapped in ``<answer>...</answer>``.
+* the project's own: ``id``, ``video`` (or ``image`` / ``images``, or neither for a text-only
+  question), ``question``, ``options``, ``answer``, ``reasoning``, ``category``, ``start``, ``end``,
+  ``subtitles``;
+* Long-RL's released records as they are: ``problem`` for the question, ``videos`` / ``images`` as
+  a string or a list, ``<video>`` / ``<image>`` placeholders in the question, and an ``answer``
+  that may be wrapped in ``<answer>...</answer>``.
+
+A record shows one video, one or more images, or nothing (text-only); mixing a video and images in
+one record is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+Modality = Literal["video", "image", "text"]
 
 CATEGORIES = ("Temporal", "Goal and Purpose", "Plot and Narrative", "Spatial")
 """The four reasoning categories of LongVideo-Reason."""
@@ -25,9 +32,11 @@ OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _KNOWN_FIELDS = {
-    "id", "video", "videos", "question", "problem", "options", "answer", "reasoning",
+    "id", "video", "videos", "image", "images", "question", "problem", "options", "answer", "reasoning",
     "category", "start", "end", "subtitles",
 }
+_PLACEHOLDER = re.compile(r"[ \t]*<(?:image|video)>[ \t]*\n?")
+"""Long-RL / EasyR1 mark where media go with ``<image>`` / ``<video>`` in the question text."""
 
 
 class RecordError(ValueError):
@@ -54,11 +63,12 @@ class Subtitle:
 
 @dataclass(frozen=True)
 class VideoQARecord:
-    """One question about one video."""
+    """One question about one video, about images, or about nothing but its text."""
 
     id: str
-    video: str
-    """Path of the video file, absolute or relative to the data module's ``video_root``."""
+    video: str | None
+    """Path of the video file, absolute or relative to the data module's ``video_root``; ``None``
+    for image and text-only questions."""
     question: str
     answer: str
     """For multiple choice, the option letter (``"B"``); otherwise the free-form answer."""
@@ -73,10 +83,22 @@ class VideoQARecord:
     subtitles: tuple[Subtitle, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     """Fields this package does not interpret, kept for analysis."""
+    images: tuple[str, ...] = ()
+    """Image paths (resolved like ``video``), in the order the prompt shows them."""
 
     @property
     def is_multiple_choice(self) -> bool:
         return len(self.options) > 0
+
+    @property
+    def modality(self) -> Modality:
+        """``"video"``, ``"image"`` or ``"text"``: what the question shows the model."""
+        return "video" if self.video is not None else "image" if self.images else "text"
+
+    @property
+    def media(self) -> tuple[str, ...]:
+        """The files the question shows: its video, or its images (none for text-only)."""
+        return (self.video,) if self.video is not None else self.images
 
 
 def strip_answer_tags(answer: str) -> str:
@@ -117,18 +139,12 @@ def parse_record(raw: Any, path: str | Path = "<memory>", line: int = 0) -> Vide
             raise fail(name, f"must be >= 0, got {value}")
         return float(value)
 
-    # video: own format `video`, Long-RL `videos` (string or one-element list)
-    if "video" in raw:
-        video = text("video", raw["video"])
-    elif "videos" in raw:
-        videos = raw["videos"]
-        if isinstance(videos, list):
-            if len(videos) != 1:
-                raise fail("videos", f"expected exactly one video, got a list of {len(videos)}")
-            videos = videos[0]
-        video = text("videos", videos)
-    else:
-        raise fail("video", "missing (give 'video', or Long-RL's 'videos')")
+    video = _media_paths(raw, "video", "videos", fail)
+    if len(video) > 1:
+        raise fail("videos", f"expected at most one video, got a list of {len(video)}")
+    images = _media_paths(raw, "image", "images", fail)
+    if video and images:
+        raise fail("images", "a record shows either one video or images, not both; split it into two records")
 
     if "question" in raw:
         question = text("question", raw["question"])
@@ -136,6 +152,15 @@ def parse_record(raw: Any, path: str | Path = "<memory>", line: int = 0) -> Vide
         question = text("problem", raw["problem"])
     else:
         raise fail("question", "missing (give 'question', or Long-RL's 'problem')")
+    marks = len(re.findall(r"<(?:image|video)>", question))
+    if marks:  # Long-RL's placeholders: the prompt places the media itself
+        name = "question" if "question" in raw else "problem"
+        if marks != len(video) + len(images):
+            raise fail(name, f"has {marks} <image>/<video> placeholder(s) but the record gives "
+                             f"{len(video) + len(images)} media file(s)")
+        question = _PLACEHOLDER.sub("", question)
+        if not question.strip():
+            raise fail(name, "is empty once its <image>/<video> placeholders are removed")
 
     if "answer" not in raw:
         raise fail("answer", "missing")
@@ -176,6 +201,10 @@ def parse_record(raw: Any, path: str | Path = "<memory>", line: int = 0) -> Vide
         raise fail("end", f"must be greater than start ({start}), got {end}")
 
     subtitles = _parse_subtitles(raw.get("subtitles"), fail)
+    if not video:
+        for name, value in (("start", start), ("end", end), ("subtitles", subtitles)):
+            if value:
+                raise fail(name, "only a video question can have it (this record has no 'video')")
 
     record_id = raw.get("id")
     if record_id is None:
@@ -187,9 +216,33 @@ def parse_record(raw: Any, path: str | Path = "<memory>", line: int = 0) -> Vide
 
     extra = {k: v for k, v in raw.items() if k not in _KNOWN_FIELDS}
     return VideoQARecord(
-        id=record_id, video=video, question=question.strip(), answer=answer, options=options,
+        id=record_id, video=video[0] if video else None, question=question.strip(), answer=answer, options=options,
         reasoning=reasoning, category=category, start=start, end=end, subtitles=subtitles, extra=extra,
+        images=images,
     )
+
+
+def _media_paths(raw: dict, one: str, many: str, fail: Any) -> tuple[str, ...]:
+    """Paths under ``one`` (a string) or ``many`` (a string or a list, Long-RL's form); a list item
+    may also be an object with a ``path`` (Hugging Face datasets' image/video features)."""
+    if one in raw and many in raw:
+        raise fail(many, f"give '{one}' or '{many}', not both")
+    name = one if one in raw else many
+    value = raw.get(name)
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    if name == one and isinstance(value, list):
+        raise fail(one, f"expected one path as a string (use '{many}' for a list)")
+    paths = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and "path" in item:
+            item = item["path"]
+        if not isinstance(item, str) or not item.strip():
+            where = f"item {i}: " if isinstance(value, list) else ""
+            raise fail(name, f"{where}expected a non-empty file path, got {type(item).__name__} {str(item)[:40]!r}")
+        paths.append(item)
+    return tuple(paths)
 
 
 def read_records(path: str | Path) -> list[VideoQARecord]:

@@ -14,17 +14,18 @@ from lightning_longrl.rl.rollout import RolloutEngine, RolloutRequest, SamplingC
 
 
 def encode_batch(model: VideoLanguageModel, batch: VideoBatch, sp_group: dist.ProcessGroup | None = None) -> VideoEmbeddings:
-    """Vision embeddings of the batch's videos; no autograd graph when the vision tower is frozen.
-    With a sequence-parallel group, each of its ranks encodes a share of every video's frames."""
+    """Vision embeddings of the batch's videos and images; no autograd graph when the vision tower
+    is frozen. With a sequence-parallel group, each of its ranks encodes a share of every video's
+    frames."""
     trainable = torch.is_grad_enabled() and any(p.requires_grad for p in model.vision_tower.parameters())
     with torch.set_grad_enabled(trainable):
-        return sp_encode_video(model, batch.pixel_values_videos, batch.video_grid_thw, sp_group)
+        return sp_encode_video(model, batch.pixel_values, batch.grid_thw, sp_group, batch.second_per_grid_ts)
 
 
 def embed_batch(model: VideoLanguageModel, batch: VideoBatch, video: VideoEmbeddings | None = None) -> LMInputs:
-    """Language-model inputs of the batch (encoding its videos unless ``video`` is given)."""
+    """Language-model inputs of the batch (encoding its media unless ``video`` is given)."""
     video = encode_batch(model, batch) if video is None else video
-    return model.embed(batch.input_ids, batch.attention_mask, video, batch.second_per_grid_ts)
+    return model.embed(batch.input_ids, batch.attention_mask, video)
 
 
 def sft_token_logprobs(model: VideoLanguageModel, batch: VideoBatch,
@@ -43,7 +44,6 @@ def sample_responses(model: VideoLanguageModel, engine: RolloutEngine, batch: Vi
                      generator: torch.Generator | None = None) -> list[str]:
     """``sampling.num_samples`` responses per question of a prompt-mode batch from ``engine``, the
     batch's videos encoded once; prompt-major (question 0's responses first)."""
-    videos = encode_batch(model, batch).split(model.spatial_merge_size)
-    request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts,
-                             sampling.num_samples)
+    videos = encode_batch(model, batch).split(model.spatial_merge_size, batch.visual_items)
+    request = RolloutRequest(batch.input_ids, batch.attention_mask, videos, sampling.num_samples)
     return decode_responses(model, engine.generate(request, sampling, generator))

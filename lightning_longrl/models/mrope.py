@@ -1,4 +1,4 @@
-"""Multimodal rotary position ids (M-RoPE) for Qwen-VL prompts with videos.
+"""Multimodal rotary position ids (M-RoPE) for Qwen-VL prompts with videos and images.
 
 Each token gets three position ids (temporal, height, width). Text tokens carry the same value
 on all three axes and count up by one. A video block takes its patch grid: height and width
@@ -14,10 +14,13 @@ generation. This package computes positions itself so that training, its own gen
 rollouts all see the same positions (see ``docs/architecture.md``).
 
 Qwen3-VL writes each temporal patch as its own block between timestamp texts; each block is a
-one-step grid, which the same rule covers.
+one-step grid, which the same rule covers. An image is a block of one temporal patch (the same
+rule again; its temporal index is 0 whatever the scale).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -33,19 +36,19 @@ def _runs(mask: Tensor) -> list[tuple[int, int]]:
 def mrope_position_ids(
     input_ids: Tensor,
     attention_mask: Tensor,
-    video_token_id: int,
-    video_grid_thw: Tensor,
+    vision_token_ids: int | Sequence[int],
+    grid_thw: Tensor,
     spatial_merge_size: int,
     temporal_scale: Tensor | None = None,
     frame_blocks: bool = False,
 ) -> Tensor:
-    """M-RoPE position ids for a batch of sequences with videos.
+    """M-RoPE position ids for a batch of sequences with videos and images.
 
     Args:
         input_ids: ``[B, L]`` token ids; padding may be on either side.
         attention_mask: ``[B, L]``; padding positions get position 0.
-        video_token_id: id of ``<|video_pad|>``.
-        video_grid_thw: ``[V, 3]`` patch grid of every video, in order of appearance.
+        vision_token_ids: ids of ``<|video_pad|>`` (and ``<|image_pad|>``).
+        grid_thw: ``[V, 3]`` patch grid of every visual item, in order of appearance.
         spatial_merge_size: patches merged per side into one token.
         temporal_scale: ``[V]`` multiplier of the temporal index (``tokens_per_second x
             second_per_grid_ts`` for Qwen2.5-VL); ``None`` means 1.
@@ -60,7 +63,9 @@ def mrope_position_ids(
     batch, length = input_ids.shape
     device = input_ids.device
     out = torch.zeros(3, batch, length, dtype=torch.long, device=device)
-    grids = video_grid_thw.tolist()
+    grids = grid_thw.tolist()
+    vision = torch.tensor([vision_token_ids] if isinstance(vision_token_ids, int) else list(vision_token_ids),
+                          device=device)
     scales = [1.0] * len(grids) if temporal_scale is None else [float(s) for s in temporal_scale.tolist()]
     video, frames_done = 0, 0  # next video, and temporal patches of it already placed
     for row in range(batch):
@@ -68,7 +73,7 @@ def mrope_position_ids(
         ids = input_ids[row][keep]
         pieces: list[Tensor] = []
         next_pos, cursor = 0, 0
-        for start, end in _runs(ids == video_token_id):
+        for start, end in _runs(torch.isin(ids, vision)):
             if start > cursor:  # text before the block
                 pieces.append(torch.arange(next_pos, next_pos + start - cursor, device=device).expand(3, -1))
                 next_pos += start - cursor

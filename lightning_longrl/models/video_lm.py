@@ -3,15 +3,16 @@
 The stages never call the Hugging Face forward with pixels. They go through four steps that can
 each be cached, sharded or replaced:
 
-1. :meth:`VideoLanguageModel.encode_video` - frames -> video embeddings (the expensive part for
-   long videos; its output is what the embedding cache stores and what vLLM is fed);
-2. :meth:`VideoLanguageModel.embed` - token ids + cached video embeddings -> language-model
+1. :meth:`VideoLanguageModel.encode_video` - frames (and images, which the vision tower sees as
+   videos of one temporal patch) -> visual embeddings (the expensive part for long videos; its
+   output is what the embedding cache stores and what vLLM is fed);
+2. :meth:`VideoLanguageModel.embed` - token ids + cached visual embeddings -> language-model
    inputs with M-RoPE position ids computed for the whole sequence;
 3. :meth:`VideoLanguageModel.token_logprobs` - per-token log-probabilities of target tokens,
    evaluating the vocabulary projection only where targets exist;
 4. :meth:`VideoLanguageModel.generate` - sampling with a KV cache from the same inputs.
 
-Shapes use B prompts, L tokens, N video tokens, H hidden size, V videos.
+Shapes use B prompts, L tokens, N vision tokens, H hidden size, V visual items (videos and images).
 """
 
 from __future__ import annotations
@@ -36,29 +37,40 @@ AttnImplementation = Literal["auto", "sdpa", "eager", "flash_attention_2"]
 
 
 class VideoEmbeddings(NamedTuple):
-    """Output of the vision tower for a batch of videos."""
+    """Output of the vision tower for V visual items (videos, and images: one temporal patch each),
+    in prompt order; V may be 0 (text-only questions)."""
 
-    embeds: Tensor  # [N, H] merged video tokens of all videos, concatenated in batch order
-    grid_thw: Tensor  # [V, 3] (temporal, height, width) patch grid of each video
+    embeds: Tensor  # [N, H] merged vision tokens of all items, concatenated in prompt order
+    grid_thw: Tensor  # [V, 3] (temporal, height, width) patch grid of each item
     deepstack: tuple[Tensor, ...] = ()  # Qwen3-VL: one [N, H] tensor per deepstack layer
+    seconds_per_patch: Tensor | None = None  # [V] seconds per temporal patch (Qwen2.5-VL M-RoPE); None: unscaled
 
-    def split(self, merge: int) -> list[VideoEmbeddings]:
-        """One :class:`VideoEmbeddings` per video (``merge`` is the spatial merge size)."""
-        sizes = (self.grid_thw.prod(-1) // merge**2).tolist()
-        parts = self.embeds.split(sizes)
+    def split(self, merge: int, counts: list[int] | None = None) -> list[VideoEmbeddings]:
+        """One :class:`VideoEmbeddings` per item, or per question of ``counts[i]`` items each
+        (``merge`` is the spatial merge size)."""
+        counts = [1] * len(self.grid_thw) if counts is None else list(counts)
+        if sum(counts) != len(self.grid_thw):
+            raise ValueError(f"counts {counts} do not add up to the {len(self.grid_thw)} visual items")
+        sizes = [int(g.prod(-1).sum()) // merge**2 for g in self.grid_thw.split(counts)]
+        parts, grids = self.embeds.split(sizes), self.grid_thw.split(counts)
         deep = [d.split(sizes) for d in self.deepstack]
-        return [
-            VideoEmbeddings(parts[i], self.grid_thw[i : i + 1], tuple(d[i] for d in deep)) for i in range(len(sizes))
-        ]
+        seconds = self.seconds_per_patch.split(counts) if self.seconds_per_patch is not None else [None] * len(counts)
+        return [VideoEmbeddings(parts[i], grids[i], tuple(d[i] for d in deep), seconds[i]) for i in range(len(counts))]
+
+    @property
+    def num_items(self) -> int:
+        return int(self.grid_thw.shape[0])
 
     def to(self, device: torch.device | str) -> VideoEmbeddings:
         """The same embeddings on ``device`` (``self`` when already there)."""
         if self.embeds.device == torch.device(device):
             return self
-        return VideoEmbeddings(self.embeds.to(device), self.grid_thw.to(device), tuple(d.to(device) for d in self.deepstack))
+        seconds = self.seconds_per_patch.to(device) if self.seconds_per_patch is not None else None
+        return VideoEmbeddings(self.embeds.to(device), self.grid_thw.to(device), tuple(d.to(device) for d in self.deepstack),
+                               seconds)
 
     def detach(self) -> VideoEmbeddings:
-        return VideoEmbeddings(self.embeds.detach(), self.grid_thw, tuple(d.detach() for d in self.deepstack))
+        return self._replace(embeds=self.embeds.detach(), deepstack=tuple(d.detach() for d in self.deepstack))
 
     def permute_frames(self, order: Tensor) -> VideoEmbeddings:
         """One video's embeddings with its temporal patches in ``order`` (``[t]``, a permutation):
@@ -74,23 +86,30 @@ class VideoEmbeddings(NamedTuple):
         def reorder(x: Tensor) -> Tensor:  # [N, H] -> [t, N / t, H] -> reordered -> [N, H]
             return x.view(t, -1, x.shape[-1])[order.to(x.device)].reshape(x.shape)
 
-        return VideoEmbeddings(reorder(self.embeds), self.grid_thw, tuple(reorder(d) for d in self.deepstack))
+        return self._replace(embeds=reorder(self.embeds), deepstack=tuple(reorder(d) for d in self.deepstack))
 
     def state_dict(self) -> dict[str, Any]:
         """CPU tensors in plain containers (loadable with ``torch.load(weights_only=True)``)."""
-        return {"embeds": self.embeds.cpu(), "grid_thw": self.grid_thw.cpu(), "deepstack": [d.cpu() for d in self.deepstack]}
+        seconds = self.seconds_per_patch.cpu() if self.seconds_per_patch is not None else None
+        return {"embeds": self.embeds.cpu(), "grid_thw": self.grid_thw.cpu(), "deepstack": [d.cpu() for d in self.deepstack],
+                "seconds_per_patch": seconds}
 
     @staticmethod
     def from_state_dict(state: dict[str, Any]) -> VideoEmbeddings:
-        return VideoEmbeddings(state["embeds"], state["grid_thw"], tuple(state["deepstack"]))
+        return VideoEmbeddings(state["embeds"], state["grid_thw"], tuple(state["deepstack"]), state.get("seconds_per_patch"))
 
     @staticmethod
     def cat(items: list[VideoEmbeddings]) -> VideoEmbeddings:
-        """Concatenate per-video embeddings back into one batch."""
+        """Concatenate per-question embeddings back into one batch (every part has the same number
+        of deepstack levels; seconds are kept when every part has them)."""
+        if len({len(v.deepstack) for v in items}) > 1:
+            raise ValueError("cannot concatenate embeddings with different numbers of deepstack levels")
+        seconds = [v.seconds_per_patch for v in items]
         return VideoEmbeddings(
             torch.cat([v.embeds for v in items]),
             torch.cat([v.grid_thw for v in items]),
             tuple(torch.cat(layer) for layer in zip(*(v.deepstack for v in items))),
+            torch.cat(seconds) if items and all(t is not None for t in seconds) else None,
         )
 
 
@@ -100,7 +119,7 @@ class LMInputs(NamedTuple):
     inputs_embeds: Tensor  # [B, L, H]
     attention_mask: Tensor  # [B, L] 1 for real tokens, 0 for padding
     position_ids: Tensor  # [3, B, L] M-RoPE (temporal, height, width) positions
-    visual_pos_masks: Tensor | None = None  # [B, L] video token positions (Qwen3-VL deepstack)
+    visual_pos_masks: Tensor | None = None  # [B, L] vision token positions (Qwen3-VL deepstack)
     deepstack: tuple[Tensor, ...] = ()  # Qwen3-VL: [N, H] per deepstack layer
 
 
@@ -263,24 +282,51 @@ class VideoLanguageModel(nn.Module):
         names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
         return sorted({int(i) for i in (getattr(self.hf.config, n, None) for n in names) if i is not None})
 
+    @property
+    def vision_token_ids(self) -> tuple[int, int]:
+        """``<|image_pad|>`` and ``<|video_pad|>``: the tokens visual embeddings replace."""
+        return int(self.hf.config.image_token_id), int(self.hf.config.video_token_id)
+
     # -------------------------------------------------------------------------------- pipeline
-    def encode_video(self, pixel_values_videos: Tensor, video_grid_thw: Tensor) -> VideoEmbeddings:
-        """Run the vision tower and merger.
+    def encode_video(self, pixel_values: Tensor, grid_thw: Tensor, seconds_per_patch: Tensor | None = None) -> VideoEmbeddings:
+        """Run the vision tower and merger on visual items (an image is a video of one temporal
+        patch: the Qwen processors repeat it over the temporal patch, so one call serves both).
 
         Args:
-            pixel_values_videos: ``[P, C*T*p*p]`` flattened patches from the processor.
-            video_grid_thw: ``[V, 3]`` patch grid of each video.
+            pixel_values: ``[P, C*T*p*p]`` flattened patches from the processor (images' and videos').
+            grid_thw: ``[V, 3]`` patch grid of each item; with none, nothing runs and the
+                embeddings are empty.
+            seconds_per_patch: ``[V]`` kept with the embeddings for M-RoPE timing (Qwen2.5-VL).
         """
-        out = self.hf.model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
+        if grid_thw.shape[0] == 0:
+            empty = self.no_embeddings(grid_thw.device, seconds_per_patch)
+            trainable = [p for p in self.vision_tower.parameters() if p.requires_grad]
+            if torch.is_grad_enabled() and trainable:
+                # a trainable tower gets (zero) gradients from a text-only batch too, so data-parallel
+                # ranks reduce the same gradients whatever media their batches hold
+                touch = sum(p.reshape(-1)[:1].sum() for p in trainable) * 0.0
+                empty = empty._replace(embeds=empty.embeds + touch.to(empty.embeds.dtype),
+                                       deepstack=tuple(d + touch.to(d.dtype) for d in empty.deepstack))
+            return empty
+        out = self.hf.model.get_video_features(pixel_values, grid_thw, return_dict=True)
         embeds = torch.cat(out.pooler_output, dim=0)
         deep = tuple(torch.cat(f, dim=0) for f in getattr(out, "deepstack_features", None) or ())
-        return VideoEmbeddings(embeds, video_grid_thw, deep)
+        return VideoEmbeddings(embeds, grid_thw, deep, seconds_per_patch)
+
+    def no_embeddings(self, device: torch.device | str = "cpu", seconds_per_patch: Tensor | None = None) -> VideoEmbeddings:
+        """The embeddings of no visual item (a text-only question), shaped like real ones."""
+        dtype = next(self.vision_tower.parameters()).dtype
+        width = self.text_config.hidden_size
+        levels = len(getattr(self.hf.config.vision_config, "deepstack_visual_indexes", None) or ())
+        empty = torch.zeros((0, width), dtype=dtype, device=device)
+        seconds = seconds_per_patch if seconds_per_patch is not None else torch.zeros(0, device=device)
+        return VideoEmbeddings(empty, torch.zeros((0, 3), dtype=torch.long, device=device), (empty,) * levels, seconds)
 
     def position_ids(
         self,
         input_ids: Tensor,
         attention_mask: Tensor,
-        video_grid_thw: Tensor,
+        grid_thw: Tensor,
         second_per_grid_ts: Tensor | None = None,
     ) -> Tensor:
         """M-RoPE position ids ``[3, B, L]`` for whole sequences (see :mod:`lightning_longrl.models.mrope`).
@@ -288,42 +334,42 @@ class VideoLanguageModel(nn.Module):
         Args:
             input_ids: ``[B, L]``.
             attention_mask: ``[B, L]``.
-            video_grid_thw: ``[V, 3]``.
+            grid_thw: ``[V, 3]`` of the visual items in order of appearance.
             second_per_grid_ts: ``[V]`` seconds per temporal patch; only Qwen2.5-VL uses it.
         """
         scale = None
-        if self.model_type == "qwen2_5_vl" and second_per_grid_ts is not None:
-            scale = second_per_grid_ts.double() * self.hf.config.vision_config.tokens_per_second
+        if self.model_type == "qwen2_5_vl":
+            if second_per_grid_ts is None:
+                if bool((grid_thw[:, 0] > 1).any()):
+                    raise ValueError("Qwen2.5-VL's video positions need each video's seconds per temporal patch "
+                                     "(give encode_video its seconds_per_patch)")
+            else:
+                scale = second_per_grid_ts.double() * self.hf.config.vision_config.tokens_per_second
         return mrope_position_ids(
-            input_ids, attention_mask, self.hf.config.video_token_id, video_grid_thw, self.spatial_merge_size,
+            input_ids, attention_mask, self.vision_token_ids, grid_thw, self.spatial_merge_size,
             temporal_scale=scale, frame_blocks=self.model_type == "qwen3_vl",
         )
 
-    def embed(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        video: VideoEmbeddings,
-        second_per_grid_ts: Tensor | None = None,
-    ) -> LMInputs:
-        """Token embeddings with the video embeddings placed at the ``<|video_pad|>`` positions.
+    def embed(self, input_ids: Tensor, attention_mask: Tensor, video: VideoEmbeddings) -> LMInputs:
+        """Token embeddings with the visual embeddings placed at the ``<|image_pad|>`` /
+        ``<|video_pad|>`` positions, in order of appearance.
 
         Args:
-            input_ids: ``[B, L]`` with as many video tokens as ``video.embeds`` has rows.
+            input_ids: ``[B, L]`` with as many vision tokens as ``video.embeds`` has rows.
             attention_mask: ``[B, L]``.
-            video: embeddings of the batch's videos, in batch order.
-            second_per_grid_ts: ``[V]`` seconds per temporal patch (Qwen2.5-VL M-RoPE timing).
+            video: embeddings of the batch's visual items, in prompt order (with their seconds per
+                temporal patch for Qwen2.5-VL's M-RoPE timing).
         """
         embeds = self.language_model.get_input_embeddings()(input_ids)
-        video_mask = input_ids == self.hf.config.video_token_id
-        if int(video_mask.sum()) != video.embeds.shape[0]:
+        vision_mask = torch.isin(input_ids, torch.tensor(self.vision_token_ids, device=input_ids.device))
+        if int(vision_mask.sum()) != video.embeds.shape[0]:
             raise ValueError(
-                f"prompt has {int(video_mask.sum())} video tokens but the video embeddings have {video.embeds.shape[0]} rows"
+                f"prompt has {int(vision_mask.sum())} vision tokens but the visual embeddings have {video.embeds.shape[0]} rows"
             )
-        embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), video.embeds.to(embeds.dtype))
-        positions = self.position_ids(input_ids, attention_mask, video.grid_thw, second_per_grid_ts)
+        embeds = embeds.masked_scatter(vision_mask.unsqueeze(-1), video.embeds.to(embeds.dtype))
+        positions = self.position_ids(input_ids, attention_mask, video.grid_thw, video.seconds_per_patch)
         if video.deepstack:
-            return LMInputs(embeds, attention_mask, positions, video_mask, video.deepstack)
+            return LMInputs(embeds, attention_mask, positions, vision_mask, video.deepstack)
         return LMInputs(embeds, attention_mask, positions)
 
     def hidden_states(self, inputs: LMInputs, past_key_values=None, use_cache: bool = False):

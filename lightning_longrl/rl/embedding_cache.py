@@ -2,7 +2,7 @@
 
 Entries are keyed by a namespace (whose vision tower encoded it: the policy's or the reference
 model's), the video key (file, clip and the timestamps and size of the sampled frames, see
-:func:`lightning_longrl.data.collate.video_key`) and the version of that tower's weights.
+:func:`lightning_longrl.data.collate.media_key`) and the version of that tower's weights.
 :meth:`VideoEmbeddingCache.invalidate` bumps the version, which the
 :class:`~lightning_longrl.callbacks.EmbeddingCacheInvalidation` callback does after optimizer
 steps that change the vision weights.
@@ -76,23 +76,23 @@ class VideoEmbeddingCache:
     def get(
         self,
         namespace: str,
-        video_keys: Sequence[str],
+        media_keys: Sequence[str],
         encode: Callable[[list[int]], list[VideoEmbeddings]],
         device: torch.device | None = None,
     ) -> list[VideoEmbeddings]:
-        """Embeddings of the videos ``video_keys``, encoding only those not cached.
+        """Embeddings of the questions' media ``media_keys``, encoding only those not cached.
 
         Args:
             namespace: whose vision tower (``"policy"`` or ``"ref"``).
-            video_keys: one key per video, in batch order.
+            media_keys: one key per question (its video, its images, or "text:"), in batch order.
             encode: encodes the videos at the given batch positions in one call and returns
                 their embeddings in that order.
             device: where returned embeddings live (entries offloaded to CPU are moved here).
         """
         if not self.config.enabled:
-            return self.encode_uncached(encode, list(range(len(video_keys))))
+            return self.encode_uncached(encode, list(range(len(media_keys))))
         version = self.version(namespace)
-        keys = [(namespace, k, version) for k in video_keys]
+        keys = [(namespace, k, version) for k in media_keys]
         # one encode per distinct missing video (several questions may share a video)
         first_of: dict[Key, int] = {}
         for i, key in enumerate(keys):

@@ -21,10 +21,9 @@ class RolloutGroups:
     """Everything the policy update needs about one or more groups (no records, no text)."""
 
     prompt_ids: list[Tensor]  # B x [Lp_i] prompt ids without padding
-    video_keys: list[str]  # B cache keys
-    videos: list[VideoEmbeddings]  # B embeddings used for rollouts (no autograd graph)
-    pixel_values: list[Tensor | None]  # B x [P_i, D] patches, kept only when videos must be re-encoded
-    second_per_grid_ts: Tensor  # [B]
+    media_keys: list[str]  # B cache keys
+    videos: list[VideoEmbeddings]  # B embeddings (each question's visual items) used for rollouts (no autograd graph)
+    pixel_values: list[Tensor | None]  # B x [P_i, D] patches, kept only when media must be re-encoded
     responses: Tensor  # [B*G, T] sampled ids, padded after end-of-turn
     response_mask: Tensor  # [B*G, T] True for generated tokens
     rollout_logprobs: Tensor  # [B*G, T] log-probs reported by the rollout engine
@@ -52,10 +51,9 @@ class RolloutGroups:
         index = torch.tensor(groups, dtype=torch.long, device=self.rewards.device)
         return RolloutGroups(
             prompt_ids=[self.prompt_ids[q] for q in groups],
-            video_keys=[self.video_keys[q] for q in groups],
+            media_keys=[self.media_keys[q] for q in groups],
             videos=[self.videos[q] for q in groups],
             pixel_values=[self.pixel_values[q] for q in groups],
-            second_per_grid_ts=self.second_per_grid_ts[index.to(self.second_per_grid_ts.device)],
             responses=self.responses[rows],
             response_mask=self.response_mask[rows],
             rollout_logprobs=self.rollout_logprobs[rows],
@@ -72,10 +70,9 @@ class RolloutGroups:
         sampled = cat_generations([Generation(i.responses, i.rollout_logprobs, i.response_mask) for i in items], pad_id)
         return RolloutGroups(
             prompt_ids=[p for i in items for p in i.prompt_ids],
-            video_keys=[k for i in items for k in i.video_keys],
+            media_keys=[k for i in items for k in i.media_keys],
             videos=[v for i in items for v in i.videos],
             pixel_values=[p for i in items for p in i.pixel_values],
-            second_per_grid_ts=torch.cat([i.second_per_grid_ts for i in items]),
             responses=sampled.tokens,
             response_mask=sampled.mask,
             rollout_logprobs=sampled.logprobs,

@@ -59,12 +59,11 @@ class SamplingConfig:
 
 @dataclass
 class RolloutRequest:
-    """B prompts, each with its video's embeddings, to be answered ``num_samples`` times each."""
+    """B prompts, each with its media's embeddings, to be answered ``num_samples`` times each."""
 
     input_ids: Tensor  # [B, L] left-padded prompt ids
     attention_mask: Tensor  # [B, L]
-    videos: list[VideoEmbeddings]  # B entries, one per prompt
-    second_per_grid_ts: Tensor  # [B] seconds per temporal patch (Qwen2.5-VL M-RoPE)
+    videos: list[VideoEmbeddings]  # B entries, one per prompt: its video, its images, or no item (text-only)
     num_samples: int  # responses per prompt
 
     def __len__(self) -> int:
@@ -115,7 +114,7 @@ class PolicyRolloutEngine(RolloutEngine):
             index = torch.arange(start, min(start + chunk, len(request)), device=request.input_ids.device)
             ids, mask = _trim_left(request.input_ids[index], request.attention_mask[index])
             video = VideoEmbeddings.cat([request.videos[i] for i in index.tolist()])
-            inputs = self.model.embed(ids, mask, video, request.second_per_grid_ts[index])
+            inputs = self.model.embed(ids, mask, video)
             parts.append(self.model.generate(
                 inputs, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                 top_p=sampling.top_p, top_k=sampling.top_k, greedy=sampling.greedy, generator=generator, num_samples=g,

@@ -86,14 +86,14 @@ class ResponseScorer:
             questions = sorted({r // g for r in rows})
             video = self._videos(model, groups, questions, namespace, timer, grad)
             ids, mask = left_pad([groups.prompt_ids[q].to(device) for q in questions], self.pad_token_id)
-            prompts = model.embed(ids, mask, video, groups.second_per_grid_ts[questions])
+            prompts = model.embed(ids, mask, video)
             prompt_of_row = torch.tensor([questions.index(r // g) for r in rows], device=device)
             scores = model.score_responses(prompts, prompt_of_row, groups.responses[rows], groups.response_mask[rows],
                                            self.sampling.temperature, entropy, exclude_vision_tokens=True)
             return scores.logprobs, scores.entropy
         packed = pack_rows(groups, rows, self.pad_token_id)
         video = self._videos(model, groups, packed.questions, namespace, timer, grad)
-        inputs = model.embed(packed.input_ids, packed.attention_mask, video, groups.second_per_grid_ts[packed.questions])
+        inputs = model.embed(packed.input_ids, packed.attention_mask, video)
         scores = score_sequence(model, inputs, packed.input_ids, packed.target_mask, sp_group, self.sampling.temperature, entropy,
                                 exclude_vision_tokens=True)
         width = groups.responses.shape[1]
@@ -126,13 +126,21 @@ class ResponseScorer:
         """Video embeddings, one per row, for a pass over rows of ``questions``."""
         unique = sorted(set(questions))
         if grad or not self.cache.config.enabled or (namespace == "ref" and not self.ref_shares_vision()):
-            grids = torch.stack([groups.videos[q].grid_thw[0] for q in unique])
-            encode = video_encoder(model, [groups.pixel_values[q] for q in unique], grids, timer, self.sp_group(), grad)
+            kept = [groups.videos[q] for q in unique]
+            encode = video_encoder(model, [groups.pixel_values[q] for q in unique], [v.grid_thw for v in kept],
+                                   [_seconds(v) for v in kept], timer, self.sp_group(), grad)
             if grad:
                 fresh = self.cache.encode_uncached(encode, list(range(len(unique))))
             else:
-                fresh = self.cache.get(namespace, [groups.video_keys[q] for q in unique], encode, groups.rewards.device)
+                fresh = self.cache.get(namespace, [groups.media_keys[q] for q in unique], encode, groups.rewards.device)
             by_question = dict(zip(unique, fresh))
         else:
             by_question = {q: groups.videos[q] for q in unique}
         return VideoEmbeddings.cat([by_question[q] for q in questions])
+
+
+def _seconds(video: VideoEmbeddings) -> Tensor:
+    """The items' seconds per temporal patch (zeros where the embeddings carry none)."""
+    if video.seconds_per_patch is not None:
+        return video.seconds_per_patch
+    return torch.zeros(video.num_items, device=video.grid_thw.device)

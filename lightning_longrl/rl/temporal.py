@@ -41,9 +41,12 @@ class TemporalContrastConfig:
 
 def shuffle_frames(videos: list[VideoEmbeddings], generator: torch.Generator) -> list[VideoEmbeddings]:
     """Each video with its temporal patches in a random order other than the original (when it has
-    more than one)."""
+    more than one); image and text-only questions are left as they are (no order to break)."""
     out = []
     for video in videos:
+        if video.num_items != 1:
+            out.append(video)
+            continue
         t = int(video.grid_thw[0, 0])
         identity = torch.arange(t, device=generator.device)
         order = identity

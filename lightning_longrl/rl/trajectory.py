@@ -1,4 +1,4 @@
-"""One GRPO trajectory: B questions, each video encoded once (or taken from the embedding cache),
+"""One GRPO trajectory: B questions, each one's video or images encoded once (or taken from the embedding cache),
 G responses per question sampled from those embeddings, rewarded (text rewards, then length
 shaping), and turned into advantages by the configured estimator (group-normalised by default)."""
 
@@ -35,18 +35,20 @@ class RolloutView:
     texts: list[str]  # B*G responses, prompt-major
     rewards: Tensor  # [B, G]
     pixel_values: list[Tensor]  # B x [P_i, D] the patches the model saw
-    grid_thw: Tensor  # [B, 3]
+    grid_thw: list[Tensor]  # B x [k_i, 3] each question's visual items (none for text-only)
 
 
-def video_encoder(model: VideoLanguageModel, pixels: list[Tensor], grids: Tensor, timer: PhaseTimer,
-                  sp_group: dist.ProcessGroup | None = None, grad: bool = False) -> Encoder:
-    """An :data:`Encoder` over videos given as patches ``pixels`` (``[P_i, D]`` each) with their
-    grids ``[n, 3]``; under MR-SP each rank of ``sp_group`` encodes a share of every video's frames."""
+def video_encoder(model: VideoLanguageModel, pixels: list[Tensor], grids: list[Tensor], seconds: list[Tensor],
+                  timer: PhaseTimer, sp_group: dist.ProcessGroup | None = None, grad: bool = False) -> Encoder:
+    """An :data:`Encoder` over questions whose visual items are given as patches ``pixels``
+    (``[P_i, D]`` each), grids (``[k_i, 3]`` each) and seconds per temporal patch (``[k_i]`` each);
+    under MR-SP each rank of ``sp_group`` encodes a share of every video's frames."""
 
     def encode(positions: list[int]) -> list[VideoEmbeddings]:
         with timer("encode"), torch.set_grad_enabled(grad):
-            out = sp_encode_video(model, torch.cat([pixels[p] for p in positions]), grids[positions], sp_group)
-        return out.split(model.spatial_merge_size)
+            out = sp_encode_video(model, torch.cat([pixels[p] for p in positions]), torch.cat([grids[p] for p in positions]),
+                                  sp_group, torch.cat([seconds[p] for p in positions]))
+        return out.split(model.spatial_merge_size, [len(grids[p]) for p in positions])
 
     return encode
 
@@ -66,20 +68,20 @@ def sample_groups(model: VideoLanguageModel, engine: RolloutEngine, cache: Video
     that must re-encode (a trainable or different vision tower, or no cache).
     """
     g = sampling.num_samples
-    pixels = list(batch.pixel_values_videos.split(batch.video_grid_thw.prod(-1).tolist()))
-    encode = video_encoder(model, pixels, batch.video_grid_thw, timer, sp_group)
+    pixels, grids = batch.item_pixels(), batch.item_grids()
+    encode = video_encoder(model, pixels, grids, batch.item_seconds(), timer, sp_group)
 
     def request(videos: list[VideoEmbeddings], samples: int) -> RolloutRequest:
-        return RolloutRequest(batch.input_ids, batch.attention_mask, videos, batch.second_per_grid_ts, samples)
+        return RolloutRequest(batch.input_ids, batch.attention_mask, videos, samples)
 
     if cache.config.enabled:
-        videos = cache.get("policy", batch.video_keys, encode, device)
+        videos = cache.get("policy", batch.media_keys, encode, device)
         with timer("rollout"):
             generation = engine.generate(request(videos, g), sampling, generator)
     else:
         parts = []  # rows come back sample-major; reordered below
         for _ in range(g):
-            videos = cache.get("policy", batch.video_keys, encode, device)
+            videos = cache.get("policy", batch.media_keys, encode, device)
             with timer("rollout"):
                 parts.append(engine.generate(request(videos, 1), sampling, generator))
         generation = _interleave(parts, model.pad_token_id)
@@ -106,14 +108,13 @@ def sample_groups(model: VideoLanguageModel, engine: RolloutEngine, cache: Video
         advantages = advantage(rewards)  # [B, G]
     groups = RolloutGroups(
         prompt_ids=[ids[mask.bool()] for ids, mask in zip(batch.input_ids, batch.attention_mask)],
-        video_keys=list(batch.video_keys), videos=videos,
-        pixel_values=[p if keep_pixels else None for p in pixels],
-        second_per_grid_ts=batch.second_per_grid_ts, responses=generation.tokens,
+        media_keys=list(batch.media_keys), videos=videos,
+        pixel_values=[p if keep_pixels else None for p in pixels], responses=generation.tokens,
         response_mask=generation.mask, rollout_logprobs=generation.logprobs,
         rewards=rewards.to(device), terms={k: v.to(device) for k, v in terms.items()},
         advantages=advantages.to(device),
     )
-    return groups, RolloutView(list(batch.records), texts, rewards, pixels, batch.video_grid_thw)
+    return groups, RolloutView(list(batch.records), texts, rewards, pixels, grids)
 
 
 def _interleave(parts: list[Generation], pad_id: int) -> Generation:

@@ -1,9 +1,11 @@
-"""Rollouts in vLLM, fed with the cached video embeddings (vLLM never sees a frame).
+"""Rollouts in vLLM, fed with the cached video and image embeddings (vLLM never sees a pixel).
 
 Each training rank runs its own in-process vLLM engine next to the policy. A prompt enters vLLM as
 its token ids, with the video placeholder collapsed to one ``<|video_pad|>`` token, plus the
 video's embeddings and patch grid (and, for Qwen2.5-VL, the seconds per temporal patch that its
 M-RoPE scales by); vLLM expands the placeholder back to the same positions the trainer uses.
+Images go the same way: one ``<|image_pad|>`` per image, their embeddings in one entry with a
+``[k, 3]`` grid. A text-only question is its token ids alone.
 Qwen3-VL's prompt interleaves ``<t seconds>`` text with the frames: its whole timestamped region
 is collapsed to one placeholder and vLLM gets the frames' timestamps (read back from that text)
 and the embeddings with their deepstack features, then rebuilds the same tokens.
@@ -174,7 +176,7 @@ class VLLMRolloutEngine(RolloutEngine):
             model=self.path, tokenizer=self.path, dtype=self.dtype, seed=self.seed,
             distributed_executor_backend="uni",
             enforce_eager=self.enforce_eager if self.enforce_eager is not None else not self.on_gpu,
-            enable_mm_embeds=True, limit_mm_per_prompt={"video": 1, "image": 0},
+            enable_mm_embeds=True, limit_mm_per_prompt={"video": 1, "image": 0},  # 0: embeddings are not counted
             max_model_len=length, max_num_batched_tokens=self.max_num_batched_tokens or length,
             logprobs_mode="processed_logprobs", enable_prefix_caching=self.enable_prefix_caching,
         )
@@ -286,17 +288,37 @@ class VLLMRolloutEngine(RolloutEngine):
         return self._to_generation(outputs, request.num_samples, request.input_ids.device)
 
     def _prompt(self, request: RolloutRequest, i: int) -> dict[str, Any]:
+        """Row ``i`` as vLLM takes it: prompt ids with each vision-token run collapsed to one
+        placeholder (vLLM expands it again from the embeddings), and the embeddings as
+        ``multi_modal_data``; a text-only row is its ids alone."""
         ids = request.input_ids[i][request.attention_mask[i].bool()].tolist()
-        video = request.videos[i]
+        media = request.videos[i]
+        if media.num_items == 0:
+            return {"prompt_token_ids": ids}
         dtype = getattr(torch, self.dtype)
+        if self._video_token not in ids:
+            return self._image_prompt(ids, media, dtype)
         if self.model.model_type == "qwen3_vl":
-            return self._qwen3_vl_prompt(ids, video, dtype)
-        # vLLM expands one placeholder per video into as many tokens as the embeddings have rows
-        collapsed = [t for j, t in enumerate(ids) if not (t == self._video_token and j and ids[j - 1] == self._video_token)]
-        data: dict[str, Any] = {"video_embeds": video.embeds.to(dtype), "video_grid_thw": video.grid_thw}
+            return self._qwen3_vl_prompt(ids, media, dtype)
+        data: dict[str, Any] = {"video_embeds": media.embeds.to(dtype), "video_grid_thw": media.grid_thw}
         if self.model.model_type == "qwen2_5_vl":  # Qwen2-VL's M-RoPE has no time scale
-            data["second_per_grid_ts"] = request.second_per_grid_ts[i : i + 1].float().cpu()
-        return {"prompt_token_ids": collapsed, "multi_modal_data": {"video": data}}
+            if media.seconds_per_patch is None:
+                raise ValueError("Qwen2.5-VL video embeddings need their seconds per temporal patch")
+            data["second_per_grid_ts"] = media.seconds_per_patch.float().cpu()
+        return {"prompt_token_ids": _collapse(ids, self._video_token), "multi_modal_data": {"video": data}}
+
+    def _image_prompt(self, ids: list[int], media, dtype: torch.dtype) -> dict[str, Any]:
+        """Images: every image's run of ``<|image_pad|>`` becomes one pad (its vision start and end
+        tokens stay); all the prompt's images travel in one entry, embeddings concatenated in order
+        with a ``[k, 3]`` grid (Qwen3-VL: deepstack features after them along the hidden dimension)."""
+        image = int(self.model.hf.config.image_token_id)
+        collapsed = _collapse(ids, image)
+        if collapsed.count(image) != media.num_items or bool((media.grid_thw[:, 0] != 1).any()):
+            raise ValueError(f"prompt shows {collapsed.count(image)} images but its embeddings hold "
+                             f"{media.num_items} items of grids {media.grid_thw.tolist()}")
+        embeds = torch.cat([media.embeds, *media.deepstack], dim=1)
+        data = {"image_embeds": embeds.to(dtype), "image_grid_thw": media.grid_thw.cpu()}
+        return {"prompt_token_ids": collapsed, "multi_modal_data": {"image": data}}
 
     def _qwen3_vl_prompt(self, ids: list[int], video, dtype: torch.dtype) -> dict[str, Any]:
         """Qwen3-VL: the prompt interleaves ``<t seconds>`` text with each temporal patch's
@@ -381,6 +403,11 @@ def _quiet_benign_vllm_warnings() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _BenignWarnings) for f in logger.filters):
             logger.addFilter(_BenignWarnings())
+
+
+def _collapse(ids: list[int], token: int) -> list[int]:
+    """``ids`` with every run of ``token`` shortened to one."""
+    return [t for j, t in enumerate(ids) if not (t == token and j and ids[j - 1] == token)]
 
 
 def _sampled_logprobs(flat, tokens: list[int]) -> list[float]:

@@ -8,6 +8,10 @@ Splits, all on disjoint videos:
 * ``rl.jsonl``: further questions for the RL stage (the difficulty filter picks from them);
 * ``val.jsonl`` and ``test.jsonl``: held-out questions about unseen videos;
 * ``captions_test.jsonl``: descriptions of the test videos (how well the perception stage sees).
+
+With ``image_questions`` / ``text_questions``, the splits also hold questions on still images
+(``images/``) and text-only questions about the same world (:mod:`lightning_longrl.synth.stills`),
+drawn into the splits like the videos.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import multiprocessing as mp
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from tqdm.auto import tqdm
 from lightning_longrl.data.records import write_records
 from lightning_longrl.synth.render import FrameRenderer, encode_video
 from lightning_longrl.synth.scenes import TASKS, SceneQuestion, captions, make_question
+from lightning_longrl.synth.stills import IMAGE_TASKS, TEXT_TASKS, StillQuestion, make_still_question
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,14 @@ class SynthConfig:
     codec: str = "mpeg4"
     """Video codec (PyAV name). MPEG-4 part 2 by default: libx264 was seen to write different
     (equally decodable) bytes for identical frames in about one video in 240 between two runs."""
+    image_questions: int = 0
+    """Questions on still images of the world, besides the videos' (one or two images each; tasks
+    ``image_ball`` and ``image_pair`` in turn), split like the videos."""
+    text_questions: int = 0
+    """Text-only questions about the world (the scenes listed in words), split like the videos."""
+    stills_in_test: bool = False
+    """Also put image and text-only questions into ``test.jsonl``; by default the held-out test
+    stays video-only (the demo's table measures long-video reasoning) and they go to the other splits."""
     workers: int = 2
     """Processes rendering videos in parallel (0 renders in this process)."""
 
@@ -89,6 +102,8 @@ class SynthConfig:
             raise ValueError(f"cot_error_rate must be in [0, 1], got {self.cot_error_rate}")
         if self.num_videos < 1:
             raise ValueError("num_videos must be >= 1")
+        if self.image_questions < 0 or self.text_questions < 0:
+            raise ValueError("image_questions and text_questions must be >= 0")
         fractions = (self.rl_fraction, self.val_fraction, self.test_fraction)
         if min(fractions) < 0 or not sum(fractions) < 1:
             raise ValueError("rl_fraction + val_fraction + test_fraction must be in [0, 1), each >= 0")
@@ -115,26 +130,28 @@ def teacher_slips(config: SynthConfig, index: int) -> bool:
     return bool(np.random.default_rng([config.seed, index, 1]).random() < config.cot_error_rate)
 
 
-def split_of(config: SynthConfig) -> list[str]:
-    """Split name of every video index, fixed by the seed."""
-    order = np.random.default_rng([config.seed, 10**9]).permutation(config.num_videos)
+def split_of(config: SynthConfig, count: int | None = None, stream: int = 0) -> list[str]:
+    """Split name of every video index (or of ``count`` questions of another kind, ``stream`` 1 for
+    images and 2 for text), fixed by the seed."""
+    count = config.num_videos if count is None else count
+    order = np.random.default_rng([config.seed, 10**9 + stream]).permutation(count)
     sizes = [("test", config.test_fraction), ("val", config.val_fraction), ("rl", config.rl_fraction)]
-    splits = ["train"] * config.num_videos
+    splits = ["train"] * count
     start = 0
     for name, fraction in sizes:
-        count = int(round(fraction * config.num_videos))
-        for index in order[start : start + count]:
+        share = int(round(fraction * count))
+        for index in order[start : start + share]:
             splits[index] = name
-        start += count
+        start += share
     return splits
 
 
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7
 """Bumped when the same settings would render different data (2: option order randomised in every
 task; 3: the scenes / ball / flash world with canonical options and perception captions; 4: MPEG-4
 codec by default, whole-half ball, 2 s flash; 5: the flash lights the ball's half, beside the
-scene colour; 6: the flash outlines every quarter of the frame, 1/16 of the video by default);
-older folders are regenerated."""
+scene colour; 6: the flash outlines every quarter of the frame, 1/16 of the video by default; 7:
+image and text-only questions); older folders are regenerated."""
 
 
 def _video_name(config: SynthConfig, index: int) -> str:
@@ -159,6 +176,32 @@ def _render_one(args: tuple[SynthConfig, int]) -> dict[str, Any]:
         "task": item.task,
         "duration": config.duration,
     }
+
+
+def still_question(config: SynthConfig, index: int, kind: str) -> StillQuestion:
+    """Image (``kind="image"``) or text-only question ``index``; depends only on (seed, index, settings)."""
+    tasks = IMAGE_TASKS if kind == "image" else TEXT_TASKS
+    rng = np.random.default_rng([config.seed, index, 2 if kind == "image" else 3])
+    return make_still_question(rng, tasks[index % len(tasks)], config.duration, config.num_scenes, config.flash_length)
+
+
+def _still_row(config: SynthConfig, index: int, kind: str) -> dict[str, Any]:
+    """Render question ``index``'s stills (PNG) and return its record."""
+    from PIL import Image
+
+    item = still_question(config, index, kind)
+    tag = "img" if kind == "image" else "txt"
+    row: dict[str, Any] = {"id": f"synth-s{config.seed}-{tag}-{index:05d}"}
+    if kind == "image":
+        renderer = FrameRenderer(config.height, config.width)
+        names = [f"images/synth_s{config.seed}_{index:05d}_{j}.png" for j in range(len(item.times))]
+        for name, t in zip(names, item.times):
+            path = Path(config.out_dir) / name
+            if not path.exists():
+                Image.fromarray(renderer.frame(item.timeline.scene(), t)).save(path)
+        row["images"] = names
+    return {**row, "question": item.question, "options": item.options, "answer": item.answer,
+            "reasoning": item.reasoning, "category": item.category, "task": item.task}
 
 
 def _caption_rows(config: SynthConfig, index: int, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -187,9 +230,11 @@ def generate_dataset(config: SynthConfig, progress: bool = True) -> dict[str, An
         for split in (*SPLITS, CAPTIONS, TEST_CAPTIONS):  # different settings: records are rewritten, stale videos removed
             (out / f"{split}.jsonl").unlink(missing_ok=True)
         manifest_path.unlink()
-        for stale in (out / "videos").glob("*.mp4"):
+        for stale in [*(out / "videos").glob("*.mp4"), *(out / "images").glob("*.png")]:
             stale.unlink()
     (out / "videos").mkdir(parents=True, exist_ok=True)
+    if config.image_questions:
+        (out / "images").mkdir(exist_ok=True)
 
     jobs = [(config, i) for i in range(config.num_videos)]
     records: list[dict[str, Any]] = []
@@ -211,6 +256,10 @@ def generate_dataset(config: SynthConfig, progress: bool = True) -> dict[str, An
             by_split[CAPTIONS].extend(_caption_rows(config, index, record))
         elif splits[index] == "test":
             by_split[TEST_CAPTIONS].extend(_caption_rows(config, index, record))
+    stills = config if config.stills_in_test else replace(config, test_fraction=0.0)
+    for kind, count, stream in (("image", config.image_questions, 1), ("text", config.text_questions, 2)):
+        for index, split in enumerate(split_of(stills, count, stream)):
+            by_split[split].append(_still_row(config, index, kind))
     for split, rows in by_split.items():
         write_records(out / f"{split}.jsonl", rows)
     manifest = {
