@@ -25,7 +25,8 @@ class BadVideoLimitError(RuntimeError):
 
 
 class LongVideoDataModule(L.LightningDataModule):
-    """Streams frame-sampled videos and collates them with the model's own processor.
+    """Streams frame-sampled videos (and images, and text-only questions, mixed in one batch) and
+    collates them with the model's own processor.
 
     Frames are decoded in DataLoader workers (decord, PyAV fallback); the collate function runs
     the model's Hugging Face processor and chat template. The processor is taken from the
@@ -53,8 +54,8 @@ class LongVideoDataModule(L.LightningDataModule):
         think: prompts ask for ``<think>`` reasoning before the answer.
         include_subtitles: put record subtitles into the prompt.
         max_length: drop (and count) samples whose token count exceeds this.
-        max_bad_videos: unreadable or empty videos are skipped with a warning until more than
-            this many have been seen, then the run stops with an error.
+        max_bad_videos: unreadable or empty videos (and unreadable images) are skipped with a
+            warning until more than this many have been seen, then the run stops with an error.
         shuffle_seed: seed of the training data order (shuffled per epoch from ``(seed, epoch)``, and
             resumable mid-epoch from a checkpoint); default: the seed given to ``seed_everything``.
         frame_cache_mb: keep the training split's decoded clips in memory, up to this many MB per
@@ -224,7 +225,7 @@ class LongVideoDataModule(L.LightningDataModule):
         if total > self.hparams.max_bad_videos:
             last = f"; last on this rank: {batch.skipped[-1][0]}: {batch.skipped[-1][1]}" if batch.skipped else ""
             raise BadVideoLimitError(
-                f"{total} samples had unusable videos, more than max_bad_videos={self.hparams.max_bad_videos}{last}"
+                f"{total} samples had unusable videos or images, more than max_bad_videos={self.hparams.max_bad_videos}{last}"
             )
         batch.skipped_total = total
         return batch

@@ -239,7 +239,12 @@ def test_sft_and_grpo_fit_mixed_batches_in_one_process(tmp_path, tiny_checkpoint
     trainer, module, data = sft_run(tmp_path / "sft", checkpoint, mixed_dir, max_steps=4, batch_size=3)
     trainer.fit(module, data)
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
-    trainer, module, data = grpo_run(tmp_path / "grpo", checkpoint, mixed_dir, max_steps=4, batch_size=3)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lightning_longrl.callbacks import RolloutSampleLogger
+
+    trainer, module, data = grpo_run(tmp_path / "grpo", checkpoint, mixed_dir, max_steps=4, batch_size=3,
+                                     trainer_kwargs={"callbacks": [RolloutSampleLogger(every_n_steps=1, max_questions=3)]})
     seen = []
     module.on_train_batch_start = lambda batch, i: seen.extend(r.modality for r in batch.records)
     trainer.fit(module, data)
@@ -249,6 +254,10 @@ def test_sft_and_grpo_fit_mixed_batches_in_one_process(tmp_path, tiny_checkpoint
     images = [e for (_, key, _), e in module.cache._entries.items() if key.startswith("images:")]
     assert all(e.num_items >= 1 and len(e.deepstack) > 0 and (e.grid_thw[:, 0] == 1).all() for e in images)
     assert math.isfinite(float(trainer.callback_metrics["policy/loss"]))
+    events = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()["images"]
+    assert any(t.startswith("rollouts/frames_") for t in tags) and any(t.startswith("rollouts/image_") for t in tags)
 
 
 def test_eval_answers_every_kind_of_question(tmp_path, tiny_checkpoints, mixed_dir):

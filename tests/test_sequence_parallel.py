@@ -4,7 +4,8 @@ sequence-parallel prefill (Ulysses attention) match the single-process computati
 Covered: Qwen2-VL, Qwen2.5-VL and Qwen3-VL (deepstack features split with the sequence), an odd
 sequence length (padding to a multiple of the group), frame counts that do not divide over the
 group (padded, then dropped), a group larger than the number of KV heads (replicated), and two
-data-parallel groups of two sequence-parallel ranks.
+data-parallel groups of two sequence-parallel ranks. The Lightning runs train on batches mixing
+videos, images and text-only questions.
 """
 
 import json
@@ -61,14 +62,21 @@ def test_sequence_parallel_matches_single_process(case, tmp_path, tiny_checkpoin
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(tmp_path_factory, tiny_checkpoints, synth_dir):
-    """``ddp_runs(stage)``: plain DDP on 2 processes, the reference of the MRSPStrategy runs (run once per stage)."""
+def ddp_runs(tmp_path_factory, tiny_checkpoints, mixed_dir):
+    """``ddp_runs(stage)``: plain DDP on 2 processes, the reference of the MRSPStrategy runs (run
+    once per stage), on data mixing videos, images and text-only questions. Its ranks hold
+    different media: the checks below need a step where one rank's question is text-only (no
+    vision tower runs) while the other's is a video."""
     runs: dict[str, list[dict]] = {}
 
     def run(stage: str) -> list[dict]:
         if stage not in runs:
             runs[stage] = mrsp_fit_run(tmp_path_factory.mktemp(f"ddp_{stage}"), tiny_checkpoints["qwen2_5_vl"],
-                                         synth_dir, devices=2, sp=0, stage=stage)
+                                         mixed_dir, devices=2, sp=0, stage=stage)
+            seen = {m for row in runs[stage] for step in row["modalities"] for m in step}
+            assert seen == {"video", "image", "text"}, f"the run must mix every kind of question, saw {seen}"
+            pairs = zip(runs[stage][0]["modalities"], runs[stage][1]["modalities"])
+            assert any({a[0], b[0]} == {"text", "video"} for a, b in pairs), "no step with text-only beside a video"
         return runs[stage]
 
     return run
@@ -83,16 +91,18 @@ VARIANTS = {  # MRSPStrategy options of each run compared with plain DDP
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
-def test_mrsp_strategy_matches_plain_ddp(tmp_path, tiny_checkpoints, synth_dir, ddp_runs, variant):
+def test_mrsp_strategy_matches_plain_ddp(tmp_path, tiny_checkpoints, mixed_dir, ddp_runs, variant):
     """Lightning with MRSPStrategy(sp_size=2) on 4 processes trains exactly like DDP on 2: each
     sequence-parallel pair sees one DDP rank's batches (and in GRPO samples its rollouts, seeded by
     data-parallel rank), with the same losses and the same weights afterwards. SFT trains the vision
     tower, so gradients also flow through the parallel encoding; GRPO scores sequence-parallel in
     the old-policy, reference and update passes. With ``shard_weights`` (FSDP2 over the 4 ranks)
     each rank holds a quarter of the weights; with gradient checkpointing the layers recomputed in
-    backward run sequence-parallel again."""
+    backward run sequence-parallel again. The data mix videos, images and text-only questions
+    (see ``ddp_runs``): a rank with a text-only question beside one with a video must not hang, and
+    with the trainable tower of SFT must still reduce its (zero) vision gradients."""
     stage, options = VARIANTS[variant]
-    mrsp = mrsp_fit_run(tmp_path / "mrsp", tiny_checkpoints["qwen2_5_vl"], synth_dir, 4, 2, stage, *options)
+    mrsp = mrsp_fit_run(tmp_path / "mrsp", tiny_checkpoints["qwen2_5_vl"], mixed_dir, 4, 2, stage, *options)
     ddp = ddp_runs(stage)
     for rank, row in enumerate(mrsp):
         twin = ddp[rank // 2]
@@ -109,31 +119,7 @@ def test_mrsp_strategy_matches_plain_ddp(tmp_path, tiny_checkpoints, synth_dir, 
     assert abs(ddp[0]["checksum"] - ddp[0]["start_checksum"]) > 1e-3, "training must move the weights"
 
 
-@pytest.mark.parametrize("stage", ["sft", "grpo"])
-def test_mixed_media_batches_train_sequence_parallel_like_plain_ddp(stage, tmp_path, tiny_checkpoints, mixed_dir):
-    """Videos, images and text-only questions: data-parallel ranks hold different media (one a
-    video, another an image or a text-only question, which runs no vision tower), and
-    MRSPStrategy(sp_size=2) on 4 processes trains exactly like plain DDP on 2 without hanging. SFT
-    trains the vision tower, so every rank must reduce its gradients, also a rank whose batch is
-    text-only (without the zero-gradient link of VideoLanguageModel.encode_video DDP waits forever)."""
-    checkpoint = tiny_checkpoints["qwen2_5_vl"]
-    options = ("--max-steps", "5")
-    ddp = mrsp_fit_run(tmp_path / "ddp", checkpoint, mixed_dir, 2, 0, stage, *options)
-    mrsp = mrsp_fit_run(tmp_path / "mrsp", checkpoint, mixed_dir, 4, 2, stage, *options)
-    for rank, row in enumerate(mrsp):
-        twin = ddp[rank // 2]
-        assert row["batches"] == twin["batches"]
-        assert row["rewards"] == twin["rewards"]
-        assert row["losses"] == pytest.approx(twin["losses"], abs=1e-5)
-        assert row["checksum"] == pytest.approx(twin["checksum"], rel=1e-6)
-    seen = {m for row in ddp for step in row["modalities"] for m in step}
-    assert seen == {"video", "image", "text"}, f"the run must mix every kind of question, saw {seen}"
-    text_beside_video = [{a[0], b[0]} == {"text", "video"} for a, b in zip(ddp[0]["modalities"], ddp[1]["modalities"])]
-    assert any(text_beside_video), "some step must give one rank a text-only question and the other a video"
-    assert abs(ddp[0]["checksum"] - ddp[0]["start_checksum"]) > 1e-3, "training must move the weights"
-
-
-def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_dir, ddp_runs):
+def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, mixed_dir, ddp_runs):
     """num_nodes=2: two node processes (NODE_RANK 0 and 1, as SLURM or torchrun would start them on
     two machines), each launching 2 local ranks, train with sequence-parallel pairs exactly like
     plain DDP on 2 processes."""
@@ -143,7 +129,7 @@ def test_two_nodes_on_loopback_train_like_one(tmp_path, tiny_checkpoints, synth_
     script = Path(__file__).with_name("mrsp_fit_check.py")
     out, port = tmp_path / "nodes", free_port()
     nodes = [
-        subprocess.Popen([sys.executable, str(script), "sft", str(checkpoint), str(synth_dir), str(out), "2", "2", "2"],
+        subprocess.Popen([sys.executable, str(script), "sft", str(checkpoint), str(mixed_dir), str(out), "2", "2", "2"],
                          cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "NODE_RANK": str(node), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
         for node in (0, 1)
