@@ -155,6 +155,11 @@ def test_mixed_batch_cached_path_equals_plain_forward(arch, loaded_models, mixed
     # per question, the embeddings split into the question's own items
     parts = media.split(model.spatial_merge_size, batch.visual_items)
     assert [p.num_items for p in parts] == [1, 1, 2, 0] and parts[3].embeds.shape[0] == 0
+    # the first questions of a mixed batch carry exactly their own items
+    head = batch.first(3)
+    assert head.visual_items == [1, 1, 2] and head.grid_thw.shape[0] == 4
+    assert head.pixel_values.shape[0] == int(head.grid_thw.prod(-1).sum()) == batch.pixel_values.shape[0]
+    assert batch.first(2).grid_thw.shape[0] == 2 and batch.first(2).second_per_grid_ts.shape[0] == 2
     # the check can fail: the two-image question's images in the wrong order change the numbers
     items = media.split(model.spatial_merge_size)
     swapped = VideoEmbeddings.cat([items[0], items[1], items[3], items[2]])
@@ -274,3 +279,24 @@ def test_eval_answers_every_kind_of_question(tmp_path, tiny_checkpoints, mixed_d
     frames = {r["id"]: r["frames"] for r in rows}
     assert {frames[r["id"]] for r in records if "video" in r} == {8}
     assert {frames[r["id"]] for r in records if "video" not in r} == {0}
+
+
+def test_checkpoints_from_before_mixed_media_still_load():
+    """A dynamic-sampling buffer and an embedding cache saved before the embeddings kept their
+    timing: the buffer's per-question seconds move into its embeddings; such cache entries are
+    dropped (encoded again when needed)."""
+    from lightning_longrl.rl.embedding_cache import VideoEmbeddingCache
+    from lightning_longrl.rl.groups import RolloutGroups
+
+    video = {"embeds": torch.ones(4, 8), "grid_thw": torch.tensor([[2, 2, 4]]), "deepstack": []}  # old entry shape
+    old = {"prompt_ids": [torch.tensor([1, 2])], "video_keys": ["v.mp4[None:None]#x"], "videos": [video],
+           "pixel_values": [None], "second_per_grid_ts": torch.tensor([3.0]), "responses": torch.zeros(2, 3, dtype=torch.long),
+           "response_mask": torch.ones(2, 3, dtype=torch.bool), "rollout_logprobs": torch.zeros(2, 3),
+           "rewards": torch.zeros(1, 2), "terms": {}, "advantages": None}
+    groups = RolloutGroups.from_state_dict(old, torch.device("cpu"))
+    assert groups.media_keys == ["v.mp4[None:None]#x"] and groups.videos[0].seconds_per_patch.tolist() == [3.0]
+    cache = VideoEmbeddingCache()
+    cache.load_state_dict({"versions": {"policy": 2}, "entries": [{"namespace": "policy", "video": "k", "version": 2, **video}]})
+    assert len(cache) == 0 and cache.version("policy") == 2
+    new = groups.state_dict()
+    assert RolloutGroups.from_state_dict(new, torch.device("cpu")).videos[0].seconds_per_patch.tolist() == [3.0]

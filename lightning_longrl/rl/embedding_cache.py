@@ -138,5 +138,7 @@ class VideoEmbeddingCache:
         self._entries.clear()
         target = torch.device("cpu") if self.config.offload_to_cpu or device is None else device
         for e in state.get("entries", []):
+            if "seconds_per_patch" not in e:  # written before entries kept their timing: encoded again on demand
+                continue
             key = (e["namespace"], e["video"], int(e["version"]))
             self._entries[key] = VideoEmbeddings.from_state_dict(e).to(target)

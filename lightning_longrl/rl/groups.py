@@ -90,7 +90,13 @@ class RolloutGroups:
 
     @staticmethod
     def from_state_dict(state: dict[str, Any], device: torch.device) -> RolloutGroups:
+        state = dict(state)
         videos = [VideoEmbeddings.from_state_dict(v).to(device) for v in state["videos"]]
+        if "second_per_grid_ts" in state:  # written before the embeddings kept their timing (one video each)
+            seconds = state.pop("second_per_grid_ts")
+            videos = [v._replace(seconds_per_patch=seconds[q : q + 1].to(device)) for q, v in enumerate(videos)]
+        if "video_keys" in state:
+            state["media_keys"] = state.pop("video_keys")
         return RolloutGroups(**{k: _to(v, device) for k, v in state.items() if k != "videos"}, videos=videos)
 
 
