@@ -194,3 +194,12 @@ def mrsp_fit_run(out: Path, checkpoint: Path, synth_dir: Path, devices: int, sp:
                           capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
+
+
+def reference_logprobs(logits, input_ids, mask):
+    """Log-prob of each token under a plain forward's logits (the model's own computation to match), 0 outside ``mask``."""
+    import torch
+
+    ref = torch.zeros(input_ids.shape)
+    ref[:, 1:] = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return ref * mask

@@ -18,6 +18,8 @@ from lightning_longrl.models.video_lm import VideoEmbeddings
 from lightning_longrl.rl.rollout import PolicyRolloutEngine, SamplingConfig
 from lightning_longrl.synth.tiny_model import ARCHITECTURES
 
+from helpers import reference_logprobs  # noqa: E402  (tests/ is on sys.path)
+
 TOL = 1e-5
 
 
@@ -39,7 +41,7 @@ def mixed_samples(model, mixed_dir, split="train"):
 
 def hf_forward_logits(model, batch, positions):
     """Hugging Face's forward with pixels: images and videos given apart, as its processor returns them."""
-    kinds = [r.modality for r in batch.records for _ in range(batch.visual_items[batch.records.index(r)])]
+    kinds = [r.modality for r, n in zip(batch.records, batch.visual_items) for _ in range(n)]
     items = batch.pixel_values.split(batch.grid_thw.prod(-1).tolist())
     kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, mm_token_type_ids=batch.mm_token_type_ids)
     for kind, pixels_key, grid_key in (("image", "pixel_values", "image_grid_thw"), ("video", "pixel_values_videos", "video_grid_thw")):
@@ -51,12 +53,6 @@ def hf_forward_logits(model, batch, positions):
         kwargs["second_per_grid_ts"] = batch.second_per_grid_ts[[i for i, k in enumerate(kinds) if k == "video"]]
     model.hf.model.rope_deltas = None
     return model.hf(**kwargs, position_ids=positions).logits
-
-
-def reference_logprobs(logits, input_ids, mask):
-    ref = torch.zeros(input_ids.shape)
-    ref[:, 1:] = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    return ref * mask
 
 
 # ------------------------------------------------------------------------------------ records

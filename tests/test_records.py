@@ -46,7 +46,7 @@ def test_long_rl_format(videos):
 def test_image_records(raw):
     record = parse_record(raw)
     assert record.images == ("a.png",) and record.video is None
-    assert record.modality == "image" and record.media == ("a.png",)
+    assert record.modality == "image"
     assert record.question == "What is drawn?" and record.answer == "a cat"
 
 
@@ -64,7 +64,7 @@ def test_several_images_keep_their_order_and_placeholders_are_removed():
 ])
 def test_text_only_records(raw):
     record = parse_record(raw)
-    assert record.modality == "text" and record.media == () and record.video is None
+    assert record.modality == "text" and record.images == () and record.video is None
 
 
 def test_open_ended_answer_kept():

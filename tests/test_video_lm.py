@@ -10,6 +10,8 @@ from lightning_longrl.inference.batch_ops import embed_batch
 from lightning_longrl.models.video_lm import VideoEmbeddings, VideoLanguageModel
 from lightning_longrl.synth.tiny_model import ARCHITECTURES
 
+from helpers import reference_logprobs  # noqa: E402  (tests/ is on sys.path)
+
 TOL = 1e-5
 
 
@@ -27,12 +29,6 @@ def hf_kwargs(model, batch):
     if model.model_type == "qwen2_5_vl":
         kwargs["second_per_grid_ts"] = batch.second_per_grid_ts
     return kwargs
-
-
-def reference_logprobs(logits, input_ids, mask):
-    ref = torch.zeros(input_ids.shape)
-    ref[:, 1:] = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    return ref * mask
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -158,8 +158,8 @@ class VideoQACollator:
         self.think = think
         self.include_subtitles = include_subtitles
         self.max_length = max_length
-        self.temporal_patch_size = processor.video_processor.temporal_patch_size
         vp = processor.video_processor
+        self.temporal_patch_size = vp.temporal_patch_size
         self.patch_dim = 3 * vp.temporal_patch_size * vp.patch_size**2  # width of one patch row
         tokenizer = processor.tokenizer
         if tokenizer.pad_token_id is None:

@@ -95,11 +95,6 @@ class VideoQARecord:
         """``"video"``, ``"image"`` or ``"text"``: what the question shows the model."""
         return "video" if self.video is not None else "image" if self.images else "text"
 
-    @property
-    def media(self) -> tuple[str, ...]:
-        """The files the question shows: its video, or its images (none for text-only)."""
-        return (self.video,) if self.video is not None else self.images
-
 
 def strip_answer_tags(answer: str) -> str:
     """``"<answer> B </answer>"`` -> ``"B"``; text without tags is only stripped."""
@@ -152,7 +147,7 @@ def parse_record(raw: Any, path: str | Path = "<memory>", line: int = 0) -> Vide
         question = text("problem", raw["problem"])
     else:
         raise fail("question", "missing (give 'question', or Long-RL's 'problem')")
-    marks = len(re.findall(r"<(?:image|video)>", question))
+    marks = len(_PLACEHOLDER.findall(question))
     if marks:  # Long-RL's placeholders: the prompt places the media itself
         name = "question" if "question" in raw else "problem"
         if marks != len(video) + len(images):

@@ -128,7 +128,7 @@ class ResponseScorer:
         if grad or not self.cache.config.enabled or (namespace == "ref" and not self.ref_shares_vision()):
             kept = [groups.videos[q] for q in unique]
             encode = video_encoder(model, [groups.pixel_values[q] for q in unique], [v.grid_thw for v in kept],
-                                   [_seconds(v) for v in kept], timer, self.sp_group(), grad)
+                                   [v.seconds_per_patch for v in kept], timer, self.sp_group(), grad)
             if grad:
                 fresh = self.cache.encode_uncached(encode, list(range(len(unique))))
             else:
@@ -138,9 +138,3 @@ class ResponseScorer:
             by_question = {q: groups.videos[q] for q in unique}
         return VideoEmbeddings.cat([by_question[q] for q in questions])
 
-
-def _seconds(video: VideoEmbeddings) -> Tensor:
-    """The items' seconds per temporal patch (zeros where the embeddings carry none)."""
-    if video.seconds_per_patch is not None:
-        return video.seconds_per_patch
-    return torch.zeros(video.num_items, device=video.grid_thw.device)
